@@ -1,0 +1,115 @@
+"""Permissions as one enum and the role → permission table as data.
+
+Everything not listed here is denied. Tests are generated from ``ROLE_PERMISSIONS`` and
+``PLATFORM_PERMISSIONS``, so adding a permission without deciding who holds it shows up at once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    # Project-scoped: decided by the caller's role in that one project.
+    PROJECT_READ = "project:read"
+    MEMBERS_READ = "members:read"
+    MEMBERS_MANAGE = "members:manage"
+    AUDIT_READ = "audit:read"
+    # Platform-scoped: decided by the account itself, never by a project role.
+    SELF_READ = "self:read"
+    SELF_MANAGE = "self:manage"  # own 2FA
+    TOKENS_MANAGE = "tokens:manage"
+    PROJECTS_LIST = "projects:list"
+    PROJECT_CREATE = "projects:create"
+    USERS_MANAGE = "admin:users"
+    AUDIT_READ_ALL = "admin:audit"
+
+
+class Role(StrEnum):
+    DATA_OWNER = "data_owner"
+    DATA_SCIENTIST = "data_scientist"
+    OUTPUT_CHECKER = "output_checker"
+    AUDITOR = "auditor"
+
+
+PROJECT_PERMISSIONS: frozenset[Permission] = frozenset(
+    {Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.MEMBERS_MANAGE, Permission.AUDIT_READ}
+)
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.DATA_OWNER: frozenset(
+        {Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.MEMBERS_MANAGE, Permission.AUDIT_READ}
+    ),
+    Role.DATA_SCIENTIST: frozenset({Permission.PROJECT_READ, Permission.MEMBERS_READ}),
+    Role.OUTPUT_CHECKER: frozenset({Permission.PROJECT_READ, Permission.MEMBERS_READ}),
+    Role.AUDITOR: frozenset({Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.AUDIT_READ}),
+}
+
+
+class Account(StrEnum):
+    """What an account is on the platform, independent of any project."""
+
+    USER = "user"
+    CREATOR = "creator"  # a user an admin allows to create projects (the default)
+    ADMIN = "admin"
+
+
+PLATFORM_PERMISSIONS: dict[Account, frozenset[Permission]] = {
+    Account.USER: frozenset(
+        {Permission.SELF_READ, Permission.SELF_MANAGE, Permission.TOKENS_MANAGE, Permission.PROJECTS_LIST}
+    ),
+    Account.CREATOR: frozenset(
+        {
+            Permission.SELF_READ,
+            Permission.SELF_MANAGE,
+            Permission.TOKENS_MANAGE,
+            Permission.PROJECTS_LIST,
+            Permission.PROJECT_CREATE,
+        }
+    ),
+    Account.ADMIN: frozenset(
+        {
+            Permission.SELF_READ,
+            Permission.SELF_MANAGE,
+            Permission.TOKENS_MANAGE,
+            Permission.PROJECTS_LIST,
+            Permission.USERS_MANAGE,
+            Permission.AUDIT_READ_ALL,
+        }
+    ),
+}
+
+# Token scopes are permission names, plus two shorthands. A token without scopes carries all of
+# its user's permissions; with scopes it carries the intersection, never more.
+SCOPE_ALIASES: dict[str, frozenset[Permission]] = {
+    "read": frozenset(
+        {
+            Permission.PROJECT_READ,
+            Permission.MEMBERS_READ,
+            Permission.AUDIT_READ,
+            Permission.SELF_READ,
+            Permission.PROJECTS_LIST,
+        }
+    ),
+    "all": frozenset(Permission),
+}
+
+# What a login that still has to enrol its second factor may reach (the /api/v1/me* routes).
+ENROL_ONLY: frozenset[Permission] = frozenset({Permission.SELF_READ, Permission.SELF_MANAGE})
+
+
+def expand_scopes(scopes: list[str] | None) -> frozenset[Permission]:
+    """Turn stored scope names into permissions; an unknown name grants nothing."""
+    if scopes is None:
+        return frozenset(Permission)
+    granted: set[Permission] = set()
+    for scope in scopes:
+        if scope in SCOPE_ALIASES:
+            granted |= SCOPE_ALIASES[scope]
+        elif scope in Permission._value2member_map_:
+            granted.add(Permission(scope))
+    return frozenset(granted)
+
+
+def valid_scope(scope: str) -> bool:
+    return scope in SCOPE_ALIASES or scope in Permission._value2member_map_

@@ -1,0 +1,1 @@
+"""User accounts: creation, password login with throttling, TOTP second factor, bearer tokens."""

@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI routers per area, one dependency module, one error shape."""

@@ -1,0 +1,53 @@
+"""The ASGI application: routers, error handlers and middleware around one ``Runtime``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from sanctum import __version__
+from sanctum.api import errors
+from sanctum.api.middleware import BodyLimit, SecurityHeaders
+from sanctum.api.routes import admin, audit, auth, health, me, members, projects, tokens
+from sanctum.api.runtime import Runtime
+from sanctum.config import Settings
+
+API_ROUTERS = (health.router, auth.router, me.router, tokens.router, projects.router, members.router,
+               audit.router, admin.router)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. Refuses to build (ConfigError) on an unsafe configuration."""
+    if runtime is None:
+        runtime = Runtime.start(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runtime.close()
+
+    app = FastAPI(
+        title="Sanctum",
+        version=__version__,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    for router in API_ROUTERS:
+        app.include_router(router)
+    from sanctum import web
+
+    web.install(app)
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, hsts=runtime.settings.tls_enabled)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Entry point for ``uvicorn --factory`` and worker processes: settings from the environment."""
+    return create_app(Settings())

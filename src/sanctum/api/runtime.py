@@ -1,0 +1,30 @@
+"""What a running instance holds: settings, the catalog and the keys derived from the master key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sanctum.config import Settings, check_startable
+from sanctum.db.session import Database
+from sanctum.security.keys import SecretBox, derive_key, load_master_key
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    totp_box: SecretBox
+
+    @classmethod
+    def start(cls, settings: Settings) -> Runtime:
+        """Refuses (ConfigError / KeyError_) on an unsafe configuration before anything listens."""
+        check_startable(settings)
+        master = load_master_key(settings.resolved_master_key_file)
+        return cls(
+            settings=settings,
+            db=Database(settings.resolved_database_url),
+            totp_box=SecretBox(derive_key(master, "sanctum/totp-secrets/v1")),
+        )
+
+    def close(self) -> None:
+        self.db.dispose()

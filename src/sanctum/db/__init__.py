@@ -1,0 +1,1 @@
+"""Catalog database: SQLAlchemy 2 models, sessions and Alembic migrations (SQLite or PostgreSQL)."""

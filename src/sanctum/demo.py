@@ -1,0 +1,74 @@
+"""The demo instance ``make demo`` starts: a project with a Data Owner and a Data Scientist.
+
+Credentials are generated once, kept in ``demo-credentials.json`` (mode 0600) inside the data dir
+and printed on every start, so a newcomer can always find them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from sanctum.access.permissions import Permission, Role
+from sanctum.access.policy import Principal
+from sanctum.accounts import twofactor
+from sanctum.accounts.users import create_user
+from sanctum.api.runtime import Runtime
+from sanctum.audit import AuditContext
+from sanctum.db.models import User
+from sanctum.projects import members
+from sanctum.projects import service as projects
+
+DEMO_PROJECT = "demo"
+CREDENTIALS_FILE = "demo-credentials.json"
+PEOPLE = (
+    ("admin", "admin@demo.example.org", True),
+    ("data_owner", "owner@demo.example.org", True),
+    ("data_scientist", "scientist@demo.example.org", False),
+)
+
+
+def _password() -> str:
+    return "-".join(secrets.token_urlsafe(6) for _ in range(3))
+
+
+def _owner_principal(user: User) -> Principal:
+    return Principal(user_id=user.id, email=user.email, is_admin=False, can_create_projects=True,
+                     token_id=0, token_kind="demo", scopes=frozenset(Permission))
+
+
+def ensure_demo(runtime: Runtime) -> dict[str, Any]:
+    """Create the demo people and project once; return their credentials."""
+    path = Path(runtime.settings.data_dir) / CREDENTIALS_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    ctx = AuditContext(actor_email="sanctum demo")
+    creds: dict[str, Any] = {"project": DEMO_PROJECT, "people": {}}
+    with runtime.db.session() as db:
+        users: dict[str, User] = {}
+        for role, email, with_totp in PEOPLE:
+            password = _password()
+            user = create_user(db, ctx, email, password, admin=(role == "admin"),
+                               can_create_projects=(role != "data_scientist"))
+            entry: dict[str, Any] = {"email": email, "password": password}
+            if with_totp:
+                enrolment = twofactor.begin(db, ctx, user, runtime.totp_box)
+                import pyotp
+
+                entry["totp_secret"] = enrolment.secret
+                entry["otpauth_uri"] = enrolment.otpauth_uri
+                entry["recovery_codes"] = twofactor.confirm(
+                    db, ctx, user, runtime.totp_box, pyotp.TOTP(enrolment.secret).now()
+                )
+            users[role] = user
+            creds["people"][role] = entry
+        project = projects.create(db, _owner_principal(users["data_owner"]), name=DEMO_PROJECT,
+                                  title="Demo project", description="Synthetic data only.")
+        members.add(db, project, users["data_scientist"].email, Role.DATA_SCIENTIST)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(creds, out, indent=2)
+    return creds

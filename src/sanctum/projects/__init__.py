@@ -1,0 +1,1 @@
+"""Projects (the sandboxes) and their members."""

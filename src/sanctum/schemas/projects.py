@@ -1,0 +1,38 @@
+"""Projects and members."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from sanctum.schemas.common import Model
+
+
+class ProjectCreate(Model):
+    name: str = Field(max_length=200)
+    title: str = Field(default="", max_length=1000)
+    description: str = Field(default="", max_length=10000)
+
+
+class ProjectPublic(Model):
+    name: str
+    title: str
+    description: str
+    created_at: datetime
+    role: str = Field(description="your role in this project")
+
+
+class MemberCreate(Model):
+    email: str = Field(max_length=320)
+    role: str = Field(max_length=64)
+
+
+class MemberUpdate(Model):
+    role: str = Field(max_length=64)
+
+
+class MemberPublic(Model):
+    email: str
+    role: str
+    added_at: datetime

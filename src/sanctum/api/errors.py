@@ -19,7 +19,9 @@ from sanctum.errors import SanctumError, TooManyRequests
 
 log = logging.getLogger("sanctum.api")
 
-HTML_RENDERER = "sanctum_html_error_renderer"
+# The web package sets ``app.state.html_error_renderer(request, status, message) -> Response`` so
+# that pages (everything outside /api/) get HTML errors and a login redirect instead of JSON.
+HTML_RENDERER = "html_error_renderer"
 STATUS_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -38,14 +40,20 @@ def error_json(status: int, code: str, message: str, headers: dict[str, str] | N
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def _html_renderer(request: Request) -> Callable[[Request, int, str], Response] | None:
+    if request.url.path.startswith("/api/") or request.url.path == "/healthz":
+        return None
+    return getattr(request.app.state, HTML_RENDERER, None)
+
+
 def _wants_html(request: Request) -> bool:
-    return not request.url.path.startswith("/api/") and HTML_RENDERER in request.app.state._state
+    return _html_renderer(request) is not None
 
 
 def _respond(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
              ) -> Response:
-    if _wants_html(request):
-        renderer: Callable[[Request, int, str], Response] = request.app.state._state[HTML_RENDERER]
+    renderer = _html_renderer(request)
+    if renderer is not None:
         response = renderer(request, status, message)
         if headers:
             response.headers.update(headers)

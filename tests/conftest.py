@@ -48,8 +48,12 @@ def missing(reason: str) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--db", default=os.environ.get("SANCTUM_TEST_DB", "sqlite"),
-                     choices=["sqlite", "postgresql"], help="catalog database for this run")
+    parser.addoption(
+        "--db",
+        default=os.environ.get("SANCTUM_TEST_DB", "sqlite"),
+        choices=["sqlite", "postgresql"],
+        help="catalog database for this run",
+    )
 
 
 # --------------------------------------------------------------------------- databases
@@ -80,7 +84,9 @@ class _PostgresCatalog:
             admin.dispose()
             missing(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc.orig}")
         self.admin = admin
-        self.url = sa.engine.make_url(PG_ADMIN_URL).set(database=self.name).render_as_string(hide_password=False)
+        self.url = (
+            sa.engine.make_url(PG_ADMIN_URL).set(database=self.name).render_as_string(hide_password=False)
+        )
         upgrade(self.url)
         self.engine = sa.create_engine(self.url)
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
@@ -137,12 +143,12 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
 
 
 @pytest.fixture
-def app(runtime: Runtime):  # noqa: ANN201
+def app(runtime: Runtime):
     return create_app(runtime=runtime)
 
 
 @pytest.fixture
-def client(app) -> Iterator[TestClient]:  # noqa: ANN001
+def client(app) -> Iterator[TestClient]:
     with TestClient(app) as c:
         yield c
 
@@ -175,11 +181,13 @@ class People:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def create(self, email: str, *, admin: bool = False, totp: bool = False,
-               can_create_projects: bool = True) -> Person:
+    def create(
+        self, email: str, *, admin: bool = False, totp: bool = False, can_create_projects: bool = True
+    ) -> Person:
         with self.runtime.db.session() as db:
-            user = create_user(db, AuditContext(), email, PASSWORD, admin=admin,
-                               can_create_projects=can_create_projects)
+            user = create_user(
+                db, AuditContext(), email, PASSWORD, admin=admin, can_create_projects=can_create_projects
+            )
             person = Person(user.id, user.email)
             if totp:
                 enrolment = twofactor.begin(db, AuditContext(), user, self.runtime.totp_box)
@@ -187,14 +195,30 @@ class People:
                 twofactor.confirm(db, AuditContext(), user, self.runtime.totp_box, person.code())
         return person
 
-    def token(self, person: Person, *, scopes: list[str] | None = None, project_id: int | None = None,
-              kind: TokenKind = TokenKind.API, hours: int = 1, enrol_only: bool = False) -> str:
+    def token(
+        self,
+        person: Person,
+        *,
+        scopes: list[str] | None = None,
+        project_id: int | None = None,
+        kind: TokenKind = TokenKind.API,
+        hours: int = 1,
+        enrol_only: bool = False,
+    ) -> str:
         """A credential issued directly (the login flow itself is tested in test_login)."""
         with self.runtime.db.session() as db:
             user = db.get(User, person.id)
             assert user is not None
-            return issue(db, user, kind, expires_at=utcnow() + timedelta(hours=hours), name="test",
-                         scopes=scopes, project_id=project_id, enrol_only=enrol_only).secret
+            return issue(
+                db,
+                user,
+                kind,
+                expires_at=utcnow() + timedelta(hours=hours),
+                name="test",
+                scopes=scopes,
+                project_id=project_id,
+                enrol_only=enrol_only,
+            ).secret
 
     def headers(self, person: Person, **kwargs: object) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(person, **kwargs)}"}  # type: ignore[arg-type]
@@ -228,14 +252,29 @@ def world(client: TestClient, people: People) -> World:
     outsider = people.create("outsider@example.org")
     admin = people.create("admin@example.org", admin=True, totp=True)
     other_owner = people.create("other-owner@example.org", totp=True)
-    h = {name: people.headers(p) for name, p in {
-        "owner": owner, "scientist": scientist, "checker": checker, "auditor": auditor,
-        "outsider": outsider, "admin": admin, "other_owner": other_owner}.items()}
-    assert client.post("/api/v1/projects", json={"name": "alpha", "title": "Alpha"}, headers=h["owner"]).status_code == 201
+    h = {
+        name: people.headers(p)
+        for name, p in {
+            "owner": owner,
+            "scientist": scientist,
+            "checker": checker,
+            "auditor": auditor,
+            "outsider": outsider,
+            "admin": admin,
+            "other_owner": other_owner,
+        }.items()
+    }
+    assert (
+        client.post(
+            "/api/v1/projects", json={"name": "alpha", "title": "Alpha"}, headers=h["owner"]
+        ).status_code
+        == 201
+    )
     assert client.post("/api/v1/projects", json={"name": "beta"}, headers=h["other_owner"]).status_code == 201
     for person, role in ((scientist, "data_scientist"), (checker, "output_checker"), (auditor, "auditor")):
-        r = client.post("/api/v1/projects/alpha/members", json={"email": person.email, "role": role},
-                        headers=h["owner"])
+        r = client.post(
+            "/api/v1/projects/alpha/members", json={"email": person.email, "role": role}, headers=h["owner"]
+        )
         assert r.status_code == 201, r.text
     return World(owner, scientist, checker, auditor, outsider, admin, other_owner, h)
 
@@ -263,8 +302,14 @@ def live_server(runtime: Runtime) -> Iterator[LiveServer]:
     from sanctum.server import NoDelayProtocol
 
     port = free_port()
-    config = uvicorn.Config(create_app(runtime=runtime), host="127.0.0.1", port=port, http=NoDelayProtocol,
-                            log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        create_app(runtime=runtime),
+        host="127.0.0.1",
+        port=port,
+        http=NoDelayProtocol,
+        log_level="warning",
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

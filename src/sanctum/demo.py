@@ -36,8 +36,15 @@ def _password() -> str:
 
 
 def _owner_principal(user: User) -> Principal:
-    return Principal(user_id=user.id, email=user.email, is_admin=False, can_create_projects=True,
-                     token_id=0, token_kind="demo", scopes=frozenset(Permission))
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        is_admin=False,
+        can_create_projects=True,
+        token_id=0,
+        token_kind="demo",  # noqa: S106 - a kind name, not a secret
+        scopes=frozenset(Permission),
+    )
 
 
 def ensure_demo(runtime: Runtime) -> dict[str, Any]:
@@ -51,8 +58,14 @@ def ensure_demo(runtime: Runtime) -> dict[str, Any]:
         users: dict[str, User] = {}
         for role, email, with_totp in PEOPLE:
             password = _password()
-            user = create_user(db, ctx, email, password, admin=(role == "admin"),
-                               can_create_projects=(role != "data_scientist"))
+            user = create_user(
+                db,
+                ctx,
+                email,
+                password,
+                admin=(role == "admin"),
+                can_create_projects=(role != "data_scientist"),
+            )
             entry: dict[str, Any] = {"email": email, "password": password}
             if with_totp:
                 enrolment = twofactor.begin(db, ctx, user, runtime.totp_box)
@@ -65,8 +78,13 @@ def ensure_demo(runtime: Runtime) -> dict[str, Any]:
                 )
             users[role] = user
             creds["people"][role] = entry
-        project = projects.create(db, _owner_principal(users["data_owner"]), name=DEMO_PROJECT,
-                                  title="Demo project", description="Synthetic data only.")
+        project = projects.create(
+            db,
+            _owner_principal(users["data_owner"]),
+            name=DEMO_PROJECT,
+            title="Demo project",
+            description="Synthetic data only.",
+        )
         members.add(db, project, users["data_scientist"].email, Role.DATA_SCIENTIST)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -50,7 +50,9 @@ def uvicorn_config(settings: Settings, **extra: Any) -> uvicorn.Config:
     if settings.workers > 1:
         # Each worker process builds its own app from the same settings, passed via SANCTUM_*.
         export_settings(settings)
-        return uvicorn.Config("sanctum.api.app:app_from_env", factory=True, workers=settings.workers, **kwargs)
+        return uvicorn.Config(
+            "sanctum.api.app:app_from_env", factory=True, workers=settings.workers, **kwargs
+        )
     from sanctum.api.app import create_app
 
     return uvicorn.Config(create_app(settings), **kwargs)

@@ -83,7 +83,9 @@ def _check_lock(session: Session, ctx: AuditContext, key: str, email: str) -> No
         )
 
 
-def check_password(session: Session, settings: Settings, ctx: AuditContext, email: str, password: str) -> User:
+def check_password(
+    session: Session, settings: Settings, ctx: AuditContext, email: str, password: str
+) -> User:
     """First factor. Always runs one argon2 verification, whether the account exists or not."""
     key = _key(email)
     _check_lock(session, ctx, key, email)
@@ -91,8 +93,14 @@ def check_password(session: Session, settings: Settings, ctx: AuditContext, emai
     ok = passwords.verify_password(user.password_hash if user else None, password)
     if not ok or user is None or not user.is_active:
         _register_failure(session, settings, key)
-        record(session, ctx, "auth.login", outcome="failed", target=_audit_email(email),
-               details={"reason": "bad_credentials"})
+        record(
+            session,
+            ctx,
+            "auth.login",
+            outcome="failed",
+            target=_audit_email(email),
+            details={"reason": "bad_credentials"},
+        )
         raise LoginFailed("wrong e-mail address or password", code="bad_credentials")
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
@@ -110,7 +118,9 @@ def check_second_factor(
     method = twofactor.verify(session, user, box, code)
     if method is None:
         _register_failure(session, settings, _key(user.email))
-        record(session, ctx, "auth.login", outcome="failed", target=user.email, details={"reason": "bad_totp"})
+        record(
+            session, ctx, "auth.login", outcome="failed", target=user.email, details={"reason": "bad_totp"}
+        )
         raise LoginFailed("that code is not valid or was already used", code="invalid_totp")
     return method
 
@@ -127,11 +137,22 @@ def complete(
     session.execute(delete(LoginThrottle).where(LoginThrottle.email == _key(user.email)))
     enrol_only = not user.totp_enabled and must_have_2fa(session, settings.require_2fa, user)
     hours = settings.web_session_hours if kind is TokenKind.SESSION else settings.login_token_hours
-    issued = issue(session, user, kind, expires_at=utcnow() + timedelta(hours=hours), enrol_only=enrol_only,
-                   name="web session" if kind is TokenKind.SESSION else "login")
+    issued = issue(
+        session,
+        user,
+        kind,
+        expires_at=utcnow() + timedelta(hours=hours),
+        enrol_only=enrol_only,
+        name="web session" if kind is TokenKind.SESSION else "login",
+    )
     actor = AuditContext(actor_id=user.id, actor_email=user.email, ip=ctx.ip)
-    record(session, actor, "auth.login", target=user.email,
-           details={"method": method, "credential": kind.value, "enrol_only": enrol_only})
+    record(
+        session,
+        actor,
+        "auth.login",
+        target=user.email,
+        details={"method": method, "credential": kind.value, "enrol_only": enrol_only},
+    )
     return issued
 
 
@@ -149,4 +170,6 @@ def login(
     """The one-step login of ``POST /api/v1/auth/token``: password and, when enrolled, a code."""
     user = check_password(session, settings, ctx, email, password)
     method = check_second_factor(session, settings, ctx, user, box, code)
-    return complete(session, settings, ctx, user, kind, "password" if method is None else f"password+{method}")
+    return complete(
+        session, settings, ctx, user, kind, "password" if method is None else f"password+{method}"
+    )

@@ -222,7 +222,9 @@ def create_api_token(
 def list_for(session: Session, principal: Principal, *, include_inactive: bool = False) -> list[Token]:
     query = (
         select(Token)
-        .where(Token.user_id == principal.user_id, Token.kind.in_([TokenKind.API.value, TokenKind.LOGIN.value]))
+        .where(
+            Token.user_id == principal.user_id, Token.kind.in_([TokenKind.API.value, TokenKind.LOGIN.value])
+        )
         .order_by(Token.id)
     )
     if not include_inactive:

@@ -54,7 +54,9 @@ def begin(
                 "replace it",
                 code="totp_enabled",
             )
-        if not passwords.verify_password(user.password_hash, password) or not verify(session, user, box, code):
+        if not passwords.verify_password(user.password_hash, password) or not verify(
+            session, user, box, code
+        ):
             record(session, ctx, "user.2fa.reset", outcome="failed", target=user.email)
             raise Unauthenticated("password or code is wrong", code="reauth_failed", persist=True)
     secret = totp.new_secret()
@@ -74,8 +76,11 @@ def confirm(session: Session, ctx: AuditContext, user: User, box: SecretBox, cod
     step = totp.matching_step(secret, code, after_step=user.totp_last_step)
     if step is None:
         record(session, ctx, "user.2fa.confirm", outcome="failed", target=user.email)
-        raise InvalidInput("that code is not valid; check the device's clock and try the next code",
-                           code="invalid_totp", persist=True)
+        raise InvalidInput(
+            "that code is not valid; check the device's clock and try the next code",
+            code="invalid_totp",
+            persist=True,
+        )
     user.totp_enabled = True
     user.totp_last_step = step
     codes = [bearer.new_recovery_code() for _ in range(RECOVERY_CODES)]

@@ -14,8 +14,16 @@ from sanctum.api.routes import admin, audit, auth, health, me, members, projects
 from sanctum.api.runtime import Runtime
 from sanctum.config import Settings
 
-API_ROUTERS = (health.router, auth.router, me.router, tokens.router, projects.router, members.router,
-               audit.router, admin.router)
+API_ROUTERS = (
+    health.router,
+    auth.router,
+    me.router,
+    tokens.router,
+    projects.router,
+    members.router,
+    audit.router,
+    admin.router,
+)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:

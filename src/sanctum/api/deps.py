@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sanctum.access.permissions import Permission
@@ -19,8 +20,9 @@ from sanctum.accounts import tokens
 from sanctum.accounts.tokens import AuthFailure, TokenKind
 from sanctum.api.runtime import Runtime
 from sanctum.audit import AuditContext, record
+from sanctum.db.models import Project
 from sanctum.db.session import finish
-from sanctum.errors import Denied, Unauthenticated
+from sanctum.errors import Denied, NotFound, Unauthenticated
 from sanctum.projects import service as projects
 from sanctum.projects.service import ProjectContext
 from sanctum.security import bearer
@@ -115,7 +117,9 @@ def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     if isinstance(result, AuthFailure):
         _audit_failure(runtime, request, result, secret)
         messages = {"expired": "this token has expired", "revoked": "this token has been revoked"}
-        raise Unauthenticated(messages.get(result.reason, "invalid credentials"), code=f"token_{result.reason}")
+        raise Unauthenticated(
+            messages.get(result.reason, "invalid credentials"), code=f"token_{result.reason}"
+        )
     principal, last_used = result
     if via_cookie and request.method not in SAFE_METHODS and request.url.path.startswith("/api/"):
         sent = request.headers.get(CSRF_HEADER, "")
@@ -149,8 +153,51 @@ class InProject:
         self.permission = permission
         self.for_update = for_update
 
-    def __call__(self, project: str, principal: CurrentPrincipal, db: DbSession) -> ProjectContext:
-        return projects.load(db, principal, project, self.permission, for_update=self.for_update)
+    def __call__(
+        self, request: Request, project: str, principal: CurrentPrincipal, db: DbSession, runtime: RuntimeDep
+    ) -> ProjectContext:
+        try:
+            return projects.load(db, principal, project, self.permission, for_update=self.for_update)
+        except (Denied, NotFound) as exc:
+            _audit_denial(request, runtime, db, principal, project, self.permission, exc)
+            raise
+
+
+def _audit_denial(
+    request: Request,
+    runtime: Runtime,
+    db: Session,
+    principal: Principal,
+    project: str,
+    permission: Permission,
+    exc: Denied | NotFound,
+) -> None:
+    """Record a refused project access. The project's owners and auditors see it in their trail;
+    the caller learns nothing more than the 403/404 it gets.
+
+    A writing request records it in its own unit of work (kept by ``persist``); a reading request
+    has no write lock, so it records in a short session of its own.
+    """
+
+    def write(session: Session) -> None:
+        project_id = session.scalar(select(Project.id).where(Project.name == project[:64]))
+        record(
+            session,
+            projects.audit_context(principal),
+            "access.denied",
+            outcome="denied",
+            project_id=project_id,
+            project_name=project[:64] if project_id else None,
+            target=request.url.path[:300],
+            details={"permission": permission.value, "reason": exc.code, "method": request.method},
+        )
+
+    if request.method in SAFE_METHODS:
+        with runtime.db.session() as session:
+            write(session)
+    else:
+        write(db)
+        exc.persist = True
 
 
 def public() -> None:

@@ -50,8 +50,9 @@ def _wants_html(request: Request) -> bool:
     return _html_renderer(request) is not None
 
 
-def _respond(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
-             ) -> Response:
+def _respond(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
     renderer = _html_renderer(request)
     if renderer is not None:
         response = renderer(request, status, message)
@@ -99,7 +100,9 @@ def install(app: FastAPI) -> None:
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _respond(request, 500, "internal_error", "internal error; the administrator can find it in the log")
+        return _respond(
+            request, 500, "internal_error", "internal error; the administrator can find it in the log"
+        )
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         SanctumError: sanctum_error,

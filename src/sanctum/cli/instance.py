@@ -67,8 +67,12 @@ def guard_start(settings: Settings, as_json: bool = False) -> None:
 
 def _show_init(settings: Settings, created: bool, as_json: bool) -> None:
     show(
-        {"data_dir": str(settings.data_dir), "database": settings.resolved_database_url.split("@")[-1],
-         "master_key": str(settings.resolved_master_key_file), "master_key_created": created},
+        {
+            "data_dir": str(settings.data_dir),
+            "database": settings.resolved_database_url.split("@")[-1],
+            "master_key": str(settings.resolved_master_key_file),
+            "master_key_created": created,
+        },
         as_json=as_json,
         message=f"initialised {settings.data_dir}" + (" (new master key)" if created else ""),
     )

@@ -19,9 +19,14 @@ from sanctum.cli.instance import (
     settings_for,
 )
 from sanctum.cli.output import console, show
+from sanctum.config import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
-                  help="Sanctum trusted research environment.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Sanctum trusted research environment.",
+)
 admin_app = typer.Typer(no_args_is_help=True, help="Platform administration on a data dir (offline).")
 admin_user_app = typer.Typer(no_args_is_help=True, help="User accounts.")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
@@ -34,7 +39,9 @@ app.add_typer(audit_app, name="audit")
 def init(
     data_dir: DataDirOption,
     admin_email: Annotated[str | None, typer.Option(help="create this platform admin")] = None,
-    admin_password_file: Annotated[Path | None, typer.Option(help="file holding the admin's password")] = None,
+    admin_password_file: Annotated[
+        Path | None, typer.Option(help="file holding the admin's password")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a data dir: master key (0600), catalog database, and optionally the first admin."""
@@ -43,8 +50,15 @@ def init(
     settings = settings_for(data_dir)
     created = initialise(settings)
     if admin_email and admin_password_file:
-        _create_user(settings, admin_email, read_password_file(admin_password_file), admin=True,
-                     can_create_projects=False, as_json=as_json, quiet=True)
+        _create_user(
+            settings,
+            admin_email,
+            read_password_file(admin_password_file),
+            admin=True,
+            can_create_projects=False,
+            as_json=as_json,
+            quiet=True,
+        )
     _show_init(settings, created, as_json)
 
 
@@ -62,8 +76,10 @@ def serve(
     settings = settings_for(data_dir, host=host, port=port, workers=workers)
     guard_start(settings)
     upgrade(settings.resolved_database_url)
-    console.print(f"Sanctum serving {settings.data_dir} on "
-                  f"{'https' if settings.tls_enabled else 'http'}://{settings.host}:{settings.port}")
+    console.print(
+        f"Sanctum serving {settings.data_dir} on "
+        f"{'https' if settings.tls_enabled else 'http'}://{settings.host}:{settings.port}"
+    )
     run(settings)
 
 
@@ -105,8 +121,16 @@ def _print_demo(url: str, creds: dict) -> None:  # type: ignore[type-arg]
     console.print("\nCredentials are kept in demo-credentials.json in the data dir (mode 0600).\n")
 
 
-def _create_user(settings, email: str, password: str, *, admin: bool, can_create_projects: bool,  # noqa: ANN001
-                 as_json: bool, quiet: bool = False) -> None:
+def _create_user(
+    settings: Settings,
+    email: str,
+    password: str,
+    *,
+    admin: bool,
+    can_create_projects: bool,
+    as_json: bool,
+    quiet: bool = False,
+) -> None:
     from sanctum.accounts.users import create_user
     from sanctum.audit import AuditContext
     from sanctum.errors import SanctumError
@@ -115,8 +139,14 @@ def _create_user(settings, email: str, password: str, *, admin: bool, can_create
     runtime = open_runtime(settings)
     try:
         with runtime.db.session() as db:
-            user = create_user(db, AuditContext(actor_email="sanctum admin (offline)"), email, password,
-                               admin=admin, can_create_projects=can_create_projects)
+            user = create_user(
+                db,
+                AuditContext(actor_email="sanctum admin (offline)"),
+                email,
+                password,
+                admin=admin,
+                can_create_projects=can_create_projects,
+            )
             public = UserPublic.model_validate(user)
     except SanctumError as exc:
         fail(exc.message, as_json=as_json, error_code=exc.code)
@@ -137,8 +167,14 @@ def admin_user_create(
 ) -> None:
     """Create a user directly in the data dir's catalog (no server needed)."""
     settings = settings_for(data_dir)
-    _create_user(settings, email, read_password_file(password_file), admin=admin,
-                 can_create_projects=not no_projects, as_json=as_json)
+    _create_user(
+        settings,
+        email,
+        read_password_file(password_file),
+        admin=admin,
+        can_create_projects=not no_projects,
+        as_json=as_json,
+    )
 
 
 @audit_app.command("verify")
@@ -157,8 +193,10 @@ def audit_verify(data_dir: DataDirOption, as_json: JsonFlag = False) -> None:
     elif report.ok:
         console.print(f"audit chain intact: {report.events} events, head {report.head_hash}")
     else:
-        console.print(f"[red]audit chain broken at event {report.first_broken_seq}[/red]: {report.reason} "
-                      f"({report.events} events verified before it)")
+        console.print(
+            f"[red]audit chain broken at event {report.first_broken_seq}[/red]: {report.reason} "
+            f"({report.events} events verified before it)"
+        )
     if not report.ok:
         raise typer.Exit(1)
 

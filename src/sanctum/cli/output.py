@@ -32,7 +32,9 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
 
 
-def table(rows: Sequence[BaseModel | dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> None:
+def table(
+    rows: Sequence[BaseModel | dict[str, Any]], columns: Sequence[str], *, title: str | None = None
+) -> None:
     grid = Table(title=title)
     for column in columns:
         grid.add_column(column)
@@ -42,7 +44,9 @@ def table(rows: Sequence[BaseModel | dict[str, Any]], columns: Sequence[str], *,
     console.print(grid)
 
 
-def show(value: Any, *, as_json: bool, columns: Sequence[str] | None = None, message: str | None = None) -> None:
+def show(
+    value: Any, *, as_json: bool, columns: Sequence[str] | None = None, message: str | None = None
+) -> None:
     """One way out for every command: JSON for scripts, a table or a line for people."""
     if as_json:
         emit_json(value)

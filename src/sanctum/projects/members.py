@@ -42,19 +42,24 @@ def _membership(session: Session, ctx: ProjectContext, email: str) -> tuple[Memb
 
 
 def _owners(session: Session, ctx: ProjectContext) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(Membership)
-        .where(Membership.project_id == ctx.project.id, Membership.role == Role.DATA_OWNER.value)
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Membership)
+            .where(Membership.project_id == ctx.project.id, Membership.role == Role.DATA_OWNER.value)
+        )
+        or 0
+    )
 
 
 def add(session: Session, ctx: ProjectContext, email: str, role: Role) -> tuple[Membership, User]:
     address = names.email(email)
     user = session.scalar(select(User).where(User.email == address, User.is_active.is_(True)))
     if user is None:
-        raise NotFound("no active user with this e-mail address; ask an administrator to create it",
-                       code="user_not_found")
+        raise NotFound(
+            "no active user with this e-mail address; ask an administrator to create it",
+            code="user_not_found",
+        )
     exists = session.scalar(
         select(Membership.id).where(Membership.project_id == ctx.project.id, Membership.user_id == user.id)
     )
@@ -73,8 +78,9 @@ def set_role(session: Session, ctx: ProjectContext, email: str, role: Role) -> t
     if old is role:
         return membership, user
     if old is Role.DATA_OWNER and _owners(session, ctx) <= 1:
-        raise Conflict("the last data owner cannot be demoted; make someone else owner first",
-                       code="last_owner")
+        raise Conflict(
+            "the last data owner cannot be demoted; make someone else owner first", code="last_owner"
+        )
     membership.role = role.value
     ctx.record(session, "member.set_role", target=user.email, details={"from": old.value, "to": role.value})
     return membership, user
@@ -83,7 +89,8 @@ def set_role(session: Session, ctx: ProjectContext, email: str, role: Role) -> t
 def remove(session: Session, ctx: ProjectContext, email: str) -> None:
     membership, user = _membership(session, ctx, email)
     if membership.role == Role.DATA_OWNER.value and _owners(session, ctx) <= 1:
-        raise Conflict("the last data owner cannot be removed; make someone else owner first",
-                       code="last_owner")
+        raise Conflict(
+            "the last data owner cannot be removed; make someone else owner first", code="last_owner"
+        )
     session.delete(membership)
     ctx.record(session, "member.remove", target=user.email, details={"role": membership.role})

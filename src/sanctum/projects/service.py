@@ -25,8 +25,9 @@ class ProjectContext:
     audit: AuditContext
 
     def record(self, session: Session, action: str, **kwargs: object) -> None:
-        record(session, self.audit, action, project_id=self.project.id, project_name=self.project.name,
-               **kwargs)  # type: ignore[arg-type]
+        record(
+            session, self.audit, action, project_id=self.project.id, project_name=self.project.name, **kwargs
+        )  # type: ignore[arg-type]
 
 
 def audit_context(principal: Principal) -> AuditContext:

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import secrets
 
-TOKEN_PREFIX = "snt_"
+TOKEN_PREFIX = "snt_"  # noqa: S105 - a public prefix, not a secret
 SESSION_PREFIX = "sns_"
 PENDING_PREFIX = "snp_"
 

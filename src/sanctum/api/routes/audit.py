@@ -21,8 +21,9 @@ Action = Annotated[str | None, Query(max_length=64, description="action prefix, 
 
 
 @router.get("/api/v1/projects/{project}/audit")
-def project_audit(ctx: AuditReader, db: DbSession, after: After = 0, limit: Limit = 100,
-                  action: Action = None) -> AuditPage:
+def project_audit(
+    ctx: AuditReader, db: DbSession, after: After = 0, limit: Limit = 100, action: Action = None
+) -> AuditPage:
     return query.page(db, project_id=ctx.project.id, after=after, limit=limit, action=action)
 
 

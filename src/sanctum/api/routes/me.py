@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 
 from sanctum.access.policy import Principal
 from sanctum.accounts import twofactor
@@ -12,7 +13,6 @@ from sanctum.config import TwoFactorPolicy
 from sanctum.db.models import User
 from sanctum.projects.service import audit_context
 from sanctum.schemas.auth import MePublic, RecoveryCodes, TotpBegin, TotpConfirm, TotpEnrolment
-from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/api/v1/me", tags=["me"])
 
@@ -47,15 +47,21 @@ def begin_totp(
     """Start enrolment: returns the secret and the otpauth URI for the authenticator app."""
     body = body or TotpBegin()
     enrolment = twofactor.begin(
-        db, audit_context(principal), _user(db, principal), runtime.totp_box,
-        password=body.password, code=body.code,
+        db,
+        audit_context(principal),
+        _user(db, principal),
+        runtime.totp_box,
+        password=body.password,
+        code=body.code,
     )
     db.commit()
     return TotpEnrolment(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri)
 
 
 @router.post("/totp/confirm")
-def confirm_totp(body: TotpConfirm, db: DbSession, runtime: RuntimeDep, principal: SelfManager) -> RecoveryCodes:
+def confirm_totp(
+    body: TotpConfirm, db: DbSession, runtime: RuntimeDep, principal: SelfManager
+) -> RecoveryCodes:
     """Prove the authenticator works; 2FA is on from now. The recovery codes are shown only here."""
     codes = twofactor.confirm(db, audit_context(principal), _user(db, principal), runtime.totp_box, body.code)
     db.commit()

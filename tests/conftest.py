@@ -56,6 +56,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_argon2() -> Iterator[None]:
+    """Tests create hundreds of users: use argon2id with minimal cost. Production keeps the
+    library's RFC 9106 defaults; the algorithm and code path are the same."""
+    from argon2 import PasswordHasher
+
+    from sanctum.security import passwords
+
+    original = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    passwords._dummy_hash.cache_clear()
+    yield
+    passwords._hasher = original
+    passwords._dummy_hash.cache_clear()
+
+
 # --------------------------------------------------------------------------- databases
 
 
@@ -201,7 +217,7 @@ class People:
         *,
         scopes: list[str] | None = None,
         project_id: int | None = None,
-        kind: TokenKind = TokenKind.API,
+        kind: TokenKind = TokenKind.LOGIN,
         hours: int = 1,
         enrol_only: bool = False,
     ) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tests.routes import guards
 
 from sanctum.access.permissions import (
     ENROL_ONLY,
@@ -16,14 +17,19 @@ from sanctum.access.permissions import (
 )
 from sanctum.access.policy import Principal, authorize_project, platform_allows
 from sanctum.errors import Denied, NotFound
-from tests.routes import guards
 
 ALL = frozenset(Permission)
 
 
 def principal(**kwargs: object) -> Principal:
-    base: dict[str, object] = dict(user_id=1, email="p@example.org", is_admin=False, can_create_projects=True,
-                                   token_id=1, token_kind="api")
+    base: dict[str, object] = dict(
+        user_id=1,
+        email="p@example.org",
+        is_admin=False,
+        can_create_projects=True,
+        token_id=1,
+        token_kind="api",
+    )
     base.update(kwargs)
     return Principal(**base)  # type: ignore[arg-type]
 
@@ -55,8 +61,9 @@ ACCOUNTS = {
 PLATFORM_PAIRS = [(a, p) for a in Account for p in sorted(set(Permission) - PROJECT_PERMISSIONS)]
 
 
-@pytest.mark.parametrize(("account", "permission"), PLATFORM_PAIRS,
-                         ids=[f"{a.value}-{p.value}" for a, p in PLATFORM_PAIRS])
+@pytest.mark.parametrize(
+    ("account", "permission"), PLATFORM_PAIRS, ids=[f"{a.value}-{p.value}" for a, p in PLATFORM_PAIRS]
+)
 def test_platform_permission_pair(account: Account, permission: Permission) -> None:
     p = principal(**ACCOUNTS[account])
     assert p.account is account
@@ -110,12 +117,19 @@ def test_public_routes_are_the_expected_few(app) -> None:
 
 
 def _fill(path: str) -> str:
-    return (path.replace("{project}", "alpha").replace("{email}", "nobody@example.org")
-            .replace("{token_id}", "999999"))
+    return (
+        path.replace("{project}", "alpha")
+        .replace("{email}", "nobody@example.org")
+        .replace("{token_id}", "999999")
+    )
 
 
-PROJECT_ROLES = {"owner": Role.DATA_OWNER, "scientist": Role.DATA_SCIENTIST, "checker": Role.OUTPUT_CHECKER,
-                 "auditor": Role.AUDITOR}
+PROJECT_ROLES = {
+    "owner": Role.DATA_OWNER,
+    "scientist": Role.DATA_SCIENTIST,
+    "checker": Role.OUTPUT_CHECKER,
+    "auditor": Role.AUDITOR,
+}
 
 
 def test_every_project_route_follows_the_role_table(app, client, world) -> None:
@@ -136,7 +150,9 @@ def test_every_project_route_follows_the_role_table(app, client, world) -> None:
             if permission in ROLE_PERMISSIONS[role]:
                 assert r.status_code != 403, f"{name} refused {guard.method} {url}: {r.text}"
                 body = r.json() if r.content else {}
-                assert not (isinstance(body, dict) and body.get("error", {}).get("message") == "project not found")
+                assert not (
+                    isinstance(body, dict) and body.get("error", {}).get("message") == "project not found"
+                )
             else:
                 assert r.status_code == 403, f"{name} allowed {guard.method} {url}: {r.status_code}"
         for name in ("outsider", "admin", "other_owner"):
@@ -152,5 +168,7 @@ def test_every_api_route_refuses_anonymous_callers(app, client) -> None:
         if guard.is_public or not guard.path.startswith("/api/"):
             continue
         r = client.request(guard.method, _fill(guard.path))
-        assert r.status_code == 401, f"{guard.method} {guard.path} answered {r.status_code} without credentials"
+        assert r.status_code == 401, (
+            f"{guard.method} {guard.path} answered {r.status_code} without credentials"
+        )
         assert r.json()["error"]["code"] == "unauthenticated"

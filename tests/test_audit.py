@@ -26,8 +26,13 @@ def _tamper(runtime, sql: str, params: dict) -> None:
 def _events(runtime, n: int) -> None:
     with runtime.db.session() as db:
         for i in range(n):
-            record(db, AuditContext(actor_email="t@example.org", ip="127.0.0.1"), "test.event",
-                   target=f"thing-{i}", details={"i": i, "nested": {"ü": [1, 2]}})
+            record(
+                db,
+                AuditContext(actor_email="t@example.org", ip="127.0.0.1"),
+                "test.event",
+                target=f"thing-{i}",
+                details={"i": i, "nested": {"ü": [1, 2]}},
+            )
 
 
 def test_chain_verifies(runtime) -> None:
@@ -37,13 +42,16 @@ def test_chain_verifies(runtime) -> None:
     assert report.ok and report.events == 20 and report.first_broken_seq is None
 
 
-@pytest.mark.parametrize(("column", "value"), [
-    ("target", "'someone-else'"),
-    ("actor_email", "'innocent@example.org'"),
-    ("outcome", "'failed'"),
-    ("details", "'{\"i\": 99}'"),
-    ("occurred_at", "'2020-01-01T00:00:00.000000Z'"),
-])
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("target", "'someone-else'"),
+        ("actor_email", "'innocent@example.org'"),
+        ("outcome", "'failed'"),
+        ("details", "'{\"i\": 99}'"),
+        ("occurred_at", "'2020-01-01T00:00:00.000000Z'"),
+    ],
+)
 def test_tampering_with_one_field_names_that_event(runtime, column: str, value: str) -> None:
     _events(runtime, 10)
     _tamper(runtime, f"UPDATE audit_events SET {column} = {value} WHERE seq = :seq", {"seq": 7})
@@ -111,8 +119,8 @@ def test_concurrent_writers_keep_one_chain(runtime) -> None:
 
 def test_audit_event_rolls_back_with_its_change(runtime, world) -> None:
     """Written in the same transaction: a change that does not commit leaves no audit event."""
-    from sanctum.projects import members, service
     from sanctum.access.permissions import Permission, Role
+    from sanctum.projects import members, service
 
     with runtime.db.session(write=False) as db:
         before = db.scalar(sa.select(sa.func.count()).select_from(AuditEvent))
@@ -123,21 +131,28 @@ def test_audit_event_rolls_back_with_its_change(runtime, world) -> None:
         raise RuntimeError("crash after the change and its audit event, before commit")
     with runtime.db.session(write=False) as db:
         assert db.scalar(sa.select(sa.func.count()).select_from(AuditEvent)) == before
-        assert db.scalar(sa.select(sa.func.count()).select_from(Membership)
-                         .where(Membership.user_id == world.outsider.id)) == 0
+        assert (
+            db.scalar(
+                sa.select(sa.func.count())
+                .select_from(Membership)
+                .where(Membership.user_id == world.outsider.id)
+            )
+            == 0
+        )
         assert verify(db).ok
 
 
 def _principal_for(runtime, person):
+    from tests.conftest import People
+
     from sanctum.accounts import tokens
     from sanctum.config import TwoFactorPolicy
 
-    from tests.conftest import People
-
     secret = People(runtime).token(person)
     with runtime.db.session(write=False) as db:
-        principal, _ = tokens.authenticate(db, secret, kinds=frozenset({tokens.TokenKind.API}),
-                                           policy=TwoFactorPolicy.OWNERS, ip=None)
+        principal, _ = tokens.authenticate(
+            db, secret, kinds=frozenset({tokens.TokenKind.LOGIN}), policy=TwoFactorPolicy.OWNERS, ip=None
+        )
     return principal
 
 
@@ -173,18 +188,26 @@ def test_audit_pages_resume_after_a_sequence_number(client, world, runtime) -> N
     _events(runtime, 5)
     first = client.get("/api/v1/audit", params={"limit": 3}, headers=world.h["admin"]).json()
     assert len(first["events"]) == 3 and first["next_after"] == first["events"][-1]["seq"]
-    second = client.get("/api/v1/audit", params={"after": first["next_after"], "limit": 3},
-                        headers=world.h["admin"]).json()
+    second = client.get(
+        "/api/v1/audit", params={"after": first["next_after"], "limit": 3}, headers=world.h["admin"]
+    ).json()
     assert second["events"][0]["seq"] == first["next_after"] + 1
     assert client.get("/api/v1/audit", params={"limit": 0}, headers=world.h["admin"]).status_code == 422
 
 
 def test_denied_access_is_audited_for_the_project(client, world) -> None:
-    assert client.post("/api/v1/projects/alpha/members", json={"email": world.outsider.email,
-                       "role": "data_owner"}, headers=world.h["scientist"]).status_code == 403
+    assert (
+        client.post(
+            "/api/v1/projects/alpha/members",
+            json={"email": world.outsider.email, "role": "data_owner"},
+            headers=world.h["scientist"],
+        ).status_code
+        == 403
+    )
     assert client.get("/api/v1/projects/alpha/audit", headers=world.h["outsider"]).status_code == 404
-    events = client.get("/api/v1/projects/alpha/audit", params={"action": "access.denied"},
-                        headers=world.h["owner"]).json()["events"]
+    events = client.get(
+        "/api/v1/projects/alpha/audit", params={"action": "access.denied"}, headers=world.h["owner"]
+    ).json()["events"]
     by_actor = {e["actor"]: e for e in events}
     assert by_actor["scientist@example.org"]["details"]["permission"] == "members:manage"
     assert by_actor["outsider@example.org"]["details"]["reason"] == "not_found"
@@ -195,5 +218,6 @@ def test_event_details_are_canonical_json(runtime) -> None:
     _events(runtime, 1)
     with runtime.db.session(write=False) as db:
         event = db.get(AuditEvent, 1)
-    assert event.details == json.dumps(json.loads(event.details), sort_keys=True, separators=(",", ":"),
-                                       ensure_ascii=False)
+    assert event.details == json.dumps(
+        json.loads(event.details), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )

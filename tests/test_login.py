@@ -8,13 +8,12 @@ from datetime import timedelta
 import pyotp
 import pytest
 import sqlalchemy as sa
+from tests.conftest import PASSWORD
 
 from sanctum.accounts.login import _lock_seconds
 from sanctum.db.models import AuditEvent, LoginThrottle
 from sanctum.db.types import utcnow
 from sanctum.security import passwords
-
-from tests.conftest import PASSWORD
 
 TOKEN = "/api/v1/auth/token"
 
@@ -28,8 +27,11 @@ def _login(client, email: str, password: str = PASSWORD, totp: str | None = None
 
 def _audit(runtime, action: str = "auth.login") -> list[AuditEvent]:
     with runtime.db.session(write=False) as db:
-        return list(db.scalars(sa.select(AuditEvent).where(AuditEvent.action == action)
-                               .order_by(AuditEvent.seq)).all())
+        return list(
+            db.scalars(
+                sa.select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.seq)
+            ).all()
+        )
 
 
 def test_password_login_returns_a_working_token(client, people) -> None:
@@ -54,8 +56,10 @@ def test_wrong_password_and_unknown_user_look_the_same(client, people, runtime) 
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json()
     events = _audit(runtime)
-    assert [(e.outcome, e.target) for e in events[-2:]] == [("failed", "real@example.org"),
-                                                           ("failed", "ghost@example.org")]
+    assert [(e.outcome, e.target) for e in events[-2:]] == [
+        ("failed", "real@example.org"),
+        ("failed", "ghost@example.org"),
+    ]
 
 
 def test_unknown_user_still_costs_one_argon2_verification(client, monkeypatch) -> None:
@@ -65,7 +69,7 @@ def test_unknown_user_still_costs_one_argon2_verification(client, monkeypatch) -
     calls: list[str] = []
 
     class Counting(PasswordHasher):
-        def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
             calls.append(str(hash))
             return super().verify(hash, password)
 
@@ -145,12 +149,16 @@ def test_recovery_code_works_once(client, people, runtime) -> None:
     token = _login(client, person.email).json()["token"]
     h = {"Authorization": f"Bearer {token}"}
     secret = client.post("/api/v1/me/totp", headers=h).json()["secret"]
-    codes = client.post("/api/v1/me/totp/confirm", json={"code": pyotp.TOTP(secret).now()},
-                        headers=h).json()["recovery_codes"]
+    codes = client.post("/api/v1/me/totp/confirm", json={"code": pyotp.TOTP(secret).now()}, headers=h).json()[
+        "recovery_codes"
+    ]
     assert len(codes) == 10 and len(set(codes)) == 10
     assert _login(client, person.email, totp=codes[3].upper()).status_code == 200
     assert _login(client, person.email, totp=codes[3]).status_code == 401
-    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {_login(client, person.email, totp=codes[4]).json()['token']}"})
+    me = client.get(
+        "/api/v1/me",
+        headers={"Authorization": f"Bearer {_login(client, person.email, totp=codes[4]).json()['token']}"},
+    )
     assert me.json()["recovery_codes_left"] == 8
 
 
@@ -181,8 +189,12 @@ def test_admins_must_enrol(client, people) -> None:
     r = _login(client, admin.email)
     assert r.json()["enrol_only"] is True
     h = {"Authorization": f"Bearer {r.json()['token']}"}
-    assert client.post("/api/v1/admin/users", json={"email": "x@example.org", "password": PASSWORD},
-                       headers=h).status_code == 403
+    assert (
+        client.post(
+            "/api/v1/admin/users", json={"email": "x@example.org", "password": PASSWORD}, headers=h
+        ).status_code
+        == 403
+    )
 
 
 def test_confirm_with_wrong_code_is_refused_and_audited(client, people, runtime) -> None:
@@ -206,12 +218,15 @@ def test_replacing_2fa_needs_password_and_code(client, people, runtime) -> None:
     assert r.status_code == 201 and r.json()["secret"] != person.totp_secret
 
 
-@pytest.mark.parametrize("body", [
-    {"email": "a@example.org"},
-    {"email": "a@example.org", "password": "x", "extra": 1},
-    {"email": 5, "password": "x"},
-    {"email": "a" * 400 + "@example.org", "password": "x"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": "a@example.org"},
+        {"email": "a@example.org", "password": "x", "extra": 1},
+        {"email": 5, "password": "x"},
+        {"email": "a" * 400 + "@example.org", "password": "x"},
+    ],
+)
 def test_malformed_login_bodies(client, body) -> None:
     r = client.post(TOKEN, json=body)
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"

@@ -201,7 +201,9 @@ def create_api_token(
     expires_at = utcnow() + timedelta(days=days)
     parent = _parent_expiry(session, principal)
     if parent is not None and expires_at > parent:
-        raise Denied("a token cannot outlive the token that creates it", code="widening")
+        if expires_in_days is not None:
+            raise Denied("a token cannot outlive the token that creates it", code="widening")
+        expires_at = parent  # the default lifetime shrinks to fit inside the parent's
     user = session.get(User, principal.user_id)
     assert user is not None
     issued = issue(

@@ -43,6 +43,9 @@ def initialise(settings: Settings) -> bool:
         create_master_key(key)
         created = True
     upgrade(settings.resolved_database_url)
+    catalog = settings.data_dir / "sanctum.db"
+    if settings.database_url is None and catalog.exists():
+        os.chmod(catalog, 0o600)  # the embedded catalog is as private as the key beside it
     return created
 
 

@@ -54,13 +54,12 @@ def finish(session: Session, exc: BaseException) -> None:
 class Database:
     """One catalog: an engine and the two kinds of session the services use."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = normalise_url(url)
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # Sized for the server's thread pool (40 threads), each holding at most two connections.
+        kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 3 * pool_size}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
-        else:
-            kwargs.update(pool_size=pool_size, max_overflow=2 * pool_size)
         self.engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)

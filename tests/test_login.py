@@ -177,11 +177,11 @@ def test_owner_without_2fa_can_only_enrol(client, people, runtime) -> None:
     assert client.get("/api/v1/me", headers=h).json()["must_enrol_2fa"] is True
     secret = client.post("/api/v1/me/totp", headers=h).json()["secret"]
     client.post("/api/v1/me/totp/confirm", json={"code": pyotp.TOTP(secret).now()}, headers=h)
-    # The enrol-only login stays enrol-only; a fresh login with the code opens the platform.
-    assert client.get("/api/v1/projects", headers=h).status_code == 403
+    # Having proved both factors, the same login now reaches the platform.
+    assert [p["name"] for p in client.get("/api/v1/projects", headers=h).json()] == ["mine"]
     code = pyotp.TOTP(secret).at(time.time() + 30)
     full = {"Authorization": f"Bearer {_login(client, person.email, totp=code).json()['token']}"}
-    assert [p["name"] for p in client.get("/api/v1/projects", headers=full).json()] == ["mine"]
+    assert client.get("/api/v1/me", headers=full).json()["must_enrol_2fa"] is False
 
 
 def test_admins_must_enrol(client, people) -> None:

@@ -73,7 +73,9 @@ def _register_failure(session: Session, settings: Settings, key: str) -> None:
         row.locked_until = now + timedelta(seconds=seconds)
 
 
-def _check_lock(session: Session, ctx: AuditContext, key: str, email: str) -> None:
+def check_lock(session: Session, ctx: AuditContext, email: str) -> None:
+    """Refuse (429, audited) while the address is locked; every factor checks this first."""
+    key = _key(email)
     locked_until = session.scalar(select(LoginThrottle.locked_until).where(LoginThrottle.email == key))
     if locked_until is not None and locked_until > utcnow():
         retry = max(1, int((locked_until - utcnow()).total_seconds()) + 1)
@@ -88,7 +90,7 @@ def check_password(
 ) -> User:
     """First factor. Always runs one argon2 verification, whether the account exists or not."""
     key = _key(email)
-    _check_lock(session, ctx, key, email)
+    check_lock(session, ctx, email)
     user = by_email(session, key) if names.looks_like_email(email) else None
     ok = passwords.verify_password(user.password_hash if user else None, password)
     if not ok or user is None or not user.is_active:

@@ -10,7 +10,7 @@ from sanctum.accounts import twofactor
 from sanctum.accounts.users import must_have_2fa
 from sanctum.api.deps import DbSession, RuntimeDep, SelfManager, SelfReader
 from sanctum.config import TwoFactorPolicy
-from sanctum.db.models import User
+from sanctum.db.models import Token, User
 from sanctum.projects.service import audit_context
 from sanctum.schemas.auth import MePublic, RecoveryCodes, TotpBegin, TotpConfirm, TotpEnrolment
 
@@ -64,5 +64,9 @@ def confirm_totp(
 ) -> RecoveryCodes:
     """Prove the authenticator works; 2FA is on from now. The recovery codes are shown only here."""
     codes = twofactor.confirm(db, audit_context(principal), _user(db, principal), runtime.totp_box, body.code)
+    # The enrol-only login that just proved both factors may now do everything its user may.
+    token = db.get(Token, principal.token_id)
+    if token is not None:
+        token.enrol_only = False
     db.commit()
     return RecoveryCodes(recovery_codes=codes)

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -62,5 +63,6 @@ def fail(message: str, *, code: int = 1, as_json: bool = False, error_code: str 
     if as_json:
         emit_json({"error": {"code": error_code, "message": message}})
     else:
-        err_console.print(f"[red]error:[/red] {message}", highlight=False)
+        # One line however long (soft_wrap), and server text is never read as rich markup.
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

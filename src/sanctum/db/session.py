@@ -57,7 +57,11 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = normalise_url(url)
         # Sized for the server's thread pool (40 threads), each holding at most two connections.
-        kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 3 * pool_size}
+        kwargs: dict[str, Any] = {
+            "pool_pre_ping": True,
+            "pool_size": pool_size,
+            "max_overflow": 3 * pool_size,
+        }
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
         self.engine = create_engine(self.url, **kwargs)

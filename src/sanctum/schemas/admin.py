@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from sanctum.schemas.common import Model
+from sanctum.schemas.common import Model, PublicModel
 
 
 class UserCreate(Model):
@@ -16,7 +16,7 @@ class UserCreate(Model):
     can_create_projects: bool = True
 
 
-class UserPublic(Model):
+class UserPublic(PublicModel):
     id: int
     email: str
     is_admin: bool

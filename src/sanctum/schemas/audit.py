@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sanctum.schemas.common import Model
+from sanctum.schemas.common import PublicModel
 
 
-class AuditEventPublic(Model):
+class AuditEventPublic(PublicModel):
     seq: int
     occurred_at: str
     actor: str | None
@@ -20,12 +20,12 @@ class AuditEventPublic(Model):
     hash: str
 
 
-class AuditPage(Model):
+class AuditPage(PublicModel):
     events: list[AuditEventPublic]
     next_after: int | None
 
 
-class AuditVerifyPublic(Model):
+class AuditVerifyPublic(PublicModel):
     ok: bool
     events: int
     head_hash: str

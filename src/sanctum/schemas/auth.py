@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from sanctum.schemas.common import Model
+from sanctum.schemas.common import Model, PublicModel
 
 
 class LoginRequest(Model):
@@ -15,7 +15,7 @@ class LoginRequest(Model):
     totp: str | None = Field(default=None, max_length=64, description="TOTP code or a recovery code")
 
 
-class LoginResponse(Model):
+class LoginResponse(PublicModel):
     token: str
     expires_at: datetime
     enrol_only: bool = Field(
@@ -23,7 +23,7 @@ class LoginResponse(Model):
     )
 
 
-class MePublic(Model):
+class MePublic(PublicModel):
     id: int
     email: str
     is_admin: bool
@@ -40,7 +40,7 @@ class TotpBegin(Model):
     code: str | None = Field(default=None, max_length=64)
 
 
-class TotpEnrolment(Model):
+class TotpEnrolment(PublicModel):
     secret: str
     otpauth_uri: str
 
@@ -49,5 +49,5 @@ class TotpConfirm(Model):
     code: str = Field(max_length=64)
 
 
-class RecoveryCodes(Model):
+class RecoveryCodes(PublicModel):
     recovery_codes: list[str]

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from sanctum.schemas.common import Model
+from sanctum.schemas.common import Model, PublicModel
 
 
 class ProjectCreate(Model):
@@ -15,7 +15,7 @@ class ProjectCreate(Model):
     description: str = Field(default="", max_length=10000)
 
 
-class ProjectPublic(Model):
+class ProjectPublic(PublicModel):
     name: str
     title: str
     description: str
@@ -32,7 +32,7 @@ class MemberUpdate(Model):
     role: str = Field(max_length=64)
 
 
-class MemberPublic(Model):
+class MemberPublic(PublicModel):
     email: str
     role: str
     added_at: datetime

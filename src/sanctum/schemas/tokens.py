@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from sanctum.schemas.common import Model
+from sanctum.schemas.common import Model, PublicModel
 
 
 class TokenCreate(Model):
@@ -16,7 +16,7 @@ class TokenCreate(Model):
     expires_in_days: int | None = Field(default=None, description="default 30, at most 365")
 
 
-class TokenPublic(Model):
+class TokenPublic(PublicModel):
     id: int
     name: str
     kind: str

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     login_token_hours: int = Field(default=12, ge=1, le=24 * 7)
     web_session_hours: int = Field(default=8, ge=1, le=24 * 7)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=100 * 1024**3, ge=1024)
+    max_table_bytes: int = Field(default=1024**3, ge=1024)
     workers: int = Field(default=1, ge=1, le=64)
 
     @field_validator("data_dir", "master_key_file", "tls_certfile", "tls_keyfile", mode="after")

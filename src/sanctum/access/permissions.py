@@ -15,6 +15,14 @@ class Permission(StrEnum):
     MEMBERS_READ = "members:read"
     MEMBERS_MANAGE = "members:manage"
     AUDIT_READ = "audit:read"
+    PROJECT_DELETE = "project:delete"
+    DATASETS_READ = "datasets:read"  # names, versions, manifests (sizes, hashes) - not the data
+    DATASETS_MANAGE = "datasets:manage"  # create datasets and versions, set project data settings
+    DATA_IMPORT = "data:import"  # upload raw files or tables from outside the project
+    DATA_DOWNLOAD = "data:download"  # take raw files out of the platform
+    DATA_QUERY = "data:query"  # SQL over the project's tables, results capped for scientists
+    DATASETS_SHARE = "datasets:share"  # offer, accept, decline and revoke shares
+    DATASETS_SHRED = "datasets:shred"  # destroy a dataset's key (erasure)
     # Platform-scoped: decided by the account itself, never by a project role.
     SELF_READ = "self:read"
     SELF_MANAGE = "self:manage"  # own 2FA
@@ -33,16 +41,37 @@ class Role(StrEnum):
 
 
 PROJECT_PERMISSIONS: frozenset[Permission] = frozenset(
-    {Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.MEMBERS_MANAGE, Permission.AUDIT_READ}
+    {
+        Permission.PROJECT_READ,
+        Permission.MEMBERS_READ,
+        Permission.MEMBERS_MANAGE,
+        Permission.AUDIT_READ,
+        Permission.PROJECT_DELETE,
+        Permission.DATASETS_READ,
+        Permission.DATASETS_MANAGE,
+        Permission.DATA_IMPORT,
+        Permission.DATA_DOWNLOAD,
+        Permission.DATA_QUERY,
+        Permission.DATASETS_SHARE,
+        Permission.DATASETS_SHRED,
+    }
 )
 
+_SEE = frozenset({Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.DATASETS_READ})
+
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.DATA_OWNER: frozenset(
-        {Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.MEMBERS_MANAGE, Permission.AUDIT_READ}
-    ),
-    Role.DATA_SCIENTIST: frozenset({Permission.PROJECT_READ, Permission.MEMBERS_READ}),
-    Role.OUTPUT_CHECKER: frozenset({Permission.PROJECT_READ, Permission.MEMBERS_READ}),
-    Role.AUDITOR: frozenset({Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.AUDIT_READ}),
+    Role.DATA_OWNER: PROJECT_PERMISSIONS,
+    Role.DATA_SCIENTIST: _SEE | {Permission.DATA_QUERY},
+    Role.OUTPUT_CHECKER: _SEE,
+    Role.AUDITOR: _SEE | {Permission.AUDIT_READ},
+}
+
+# Why a role is refused, where the answer is "use the airlock" rather than plain "no".
+DENIAL_HINTS: dict[Permission, str] = {
+    Permission.DATA_IMPORT: "data enters a project only through its owners or an import request "
+    "in the airlock",
+    Permission.DATA_DOWNLOAD: "raw data leaves the platform only through an export request in the airlock; "
+    "query it or run a job instead",
 }
 
 
@@ -87,6 +116,8 @@ SCOPE_ALIASES: dict[str, frozenset[Permission]] = {
             Permission.PROJECT_READ,
             Permission.MEMBERS_READ,
             Permission.AUDIT_READ,
+            Permission.DATASETS_READ,
+            Permission.DATA_QUERY,
             Permission.SELF_READ,
             Permission.PROJECTS_LIST,
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sanctum.access.permissions import (
+    DENIAL_HINTS,
     ENROL_ONLY,
     PLATFORM_PERMISSIONS,
     ROLE_PERMISSIONS,
@@ -85,4 +86,5 @@ def authorize_project(principal: Principal, role: Role | None, permission: Permi
     if not role_allows(role, permission, principal.scopes):
         if permission in ROLE_PERMISSIONS[role]:
             raise Denied(f"this token's scopes do not include {permission.value}", code="scope")
-        raise Denied(f"your role {role.value} may not {permission.value}")
+        hint = DENIAL_HINTS.get(permission)
+        raise Denied(f"your role {role.value} may not {permission.value}" + (f": {hint}" if hint else ""))

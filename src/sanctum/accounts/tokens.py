@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from sanctum import names
 from sanctum.access.permissions import Permission, expand_scopes, valid_scope
 from sanctum.access.policy import Principal
-from sanctum.accounts.users import must_have_2fa
+from sanctum.accounts.users import requires_2fa
 from sanctum.audit import AuditContext, record
 from sanctum.config import TwoFactorPolicy
 from sanctum.db.models import Membership, Project, Token, User
@@ -99,43 +99,62 @@ def authenticate(
 ) -> tuple[Principal, datetime | None] | AuthFailure:
     """Resolve a presented secret to a principal and its token's last use, or say why not (the
     caller audits failures)."""
+    # Plain columns, not ORM objects: this runs on every request.
     row = session.execute(
-        select(Token, User, Project.name)
+        select(
+            Token.id,
+            Token.kind,
+            Token.revoked_at,
+            Token.expires_at,
+            Token.last_used_at,
+            Token.scopes,
+            Token.project_id,
+            Token.enrol_only,
+            Token.csrf_secret,
+            User.id.label("user_id"),
+            User.email,
+            User.is_admin,
+            User.can_create_projects,
+            User.is_active,
+            User.totp_enabled,
+            Project.name.label("project_name"),
+        )
         .join(User, User.id == Token.user_id)
         .outerjoin(Project, Project.id == Token.project_id)
         .where(Token.token_hash == bearer.digest(secret))
     ).first()
     if row is None:
         return AuthFailure("unknown")
-    token, user, project_name = row
     failure = None
-    if token.kind not in kinds:
+    if row.kind not in kinds:
         failure = "wrong_kind"
-    elif token.revoked_at is not None:
+    elif row.revoked_at is not None:
         failure = "revoked"
-    elif token.expires_at <= utcnow():
+    elif row.expires_at <= utcnow():
         failure = "expired"
-    elif not user.is_active:
+    elif not row.is_active:
         failure = "inactive"
     if failure is not None:
-        return AuthFailure(failure, token.id, user.id, user.email)
-    enrol_only = token.enrol_only or (not user.totp_enabled and must_have_2fa(session, policy, user))
+        return AuthFailure(failure, row.id, row.user_id, row.email)
+    enrol_only = row.enrol_only or (
+        not row.totp_enabled and requires_2fa(session, policy, row.user_id, is_admin=row.is_admin)
+    )
     principal = Principal(
-        user_id=user.id,
-        email=user.email,
-        is_admin=user.is_admin,
-        can_create_projects=user.can_create_projects,
-        token_id=token.id,
-        token_kind=token.kind,
-        scopes=expand_scopes(token.scopes),
-        bound_project_id=token.project_id,
-        bound_project_name=project_name,
+        user_id=row.user_id,
+        email=row.email,
+        is_admin=row.is_admin,
+        can_create_projects=row.can_create_projects,
+        token_id=row.id,
+        token_kind=row.kind,
+        scopes=expand_scopes(row.scopes),
+        bound_project_id=row.project_id,
+        bound_project_name=row.project_name,
         enrol_only=enrol_only,
         ip=ip,
         via_cookie=via_cookie,
-        csrf_secret=token.csrf_secret,
+        csrf_secret=row.csrf_secret,
     )
-    return principal, token.last_used_at
+    return principal, row.last_used_at
 
 
 def needs_touch(last_used_at: datetime | None) -> bool:

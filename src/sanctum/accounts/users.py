@@ -56,9 +56,13 @@ def by_email(session: Session, email: str) -> User | None:
 
 def must_have_2fa(session: Session, policy: TwoFactorPolicy, user: User) -> bool:
     """Whether this account needs a second factor before it may do anything but enrol."""
+    return requires_2fa(session, policy, user.id, is_admin=user.is_admin)
+
+
+def requires_2fa(session: Session, policy: TwoFactorPolicy, user_id: int, *, is_admin: bool) -> bool:
     if policy is TwoFactorPolicy.OFF:
         return False
-    if policy is TwoFactorPolicy.ALL or user.is_admin:
+    if policy is TwoFactorPolicy.ALL or is_admin:
         return True
-    owns = exists().where(Membership.user_id == user.id, Membership.role == Role.DATA_OWNER.value)
+    owns = exists().where(Membership.user_id == user_id, Membership.role == Role.DATA_OWNER.value)
     return bool(session.scalar(select(owns)))

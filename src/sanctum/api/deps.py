@@ -7,9 +7,10 @@ walks the routes and fails on any that has none of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,6 +28,8 @@ from sanctum.projects import service as projects
 from sanctum.projects.service import ProjectContext
 from sanctum.security import bearer
 
+F = TypeVar("F")
+T = TypeVar("T")
 SESSION_COOKIE = "sanctum_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -34,16 +37,29 @@ BEARER_KINDS = frozenset({TokenKind.API, TokenKind.LOGIN})
 COOKIE_KINDS = frozenset({TokenKind.SESSION})
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_db(request: Request, runtime: RuntimeDep) -> Iterator[Session]:
-    """One unit of work per request. Writing methods take the write lock at BEGIN (SQLite)."""
-    session = runtime.db.new_session(write=request.method not in SAFE_METHODS)
+def writes_in_own_sessions(endpoint: F) -> F:
+    """Mark a writing route whose request session only reads (uploads, queries): it holds no write
+    lock while bytes stream or a query runs, and records its changes in short sessions of its own."""
+    endpoint.sanctum_read_session = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+async def get_db(request: Request, runtime: RuntimeDep) -> AsyncIterator[Session]:
+    """One unit of work per request. Writing methods take the write lock at BEGIN (SQLite).
+
+    Creating a session does no I/O; the commit and close at the end are short and run inline
+    rather than costing two more thread-pool hops on every request.
+    """
+    endpoint = request.scope.get("endpoint")
+    reads_only = request.method in SAFE_METHODS or getattr(endpoint, "sanctum_read_session", False)
+    session = runtime.db.new_session(write=not reads_only)
     try:
         yield session
         session.commit()
@@ -61,7 +77,7 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def anonymous_audit(request: Request) -> AuditContext:
+async def anonymous_audit(request: Request) -> AuditContext:
     return AuditContext(ip=client_ip(request))
 
 
@@ -78,9 +94,13 @@ def presented_secret(request: Request) -> tuple[str | None, bool]:
     return (cookie, True) if cookie else (None, False)
 
 
-def _audit_failure(runtime: Runtime, request: Request, failure: AuthFailure, secret: str) -> None:
+def _record_auth_failure(
+    runtime: Runtime, db: Session, request: Request, failure: AuthFailure, secret: str
+) -> bool:
+    """Audit a refused credential; True when it went into the request's own (write) session."""
     ctx = AuditContext(actor_id=failure.user_id, actor_email=failure.email, ip=client_ip(request))
-    with runtime.db.session() as session:
+
+    def write(session: Session) -> None:
         record(
             session,
             ctx,
@@ -90,35 +110,78 @@ def _audit_failure(runtime: Runtime, request: Request, failure: AuthFailure, sec
             details={"reason": failure.reason, "path": request.url.path[:200]},
         )
 
+    return _write_beside(runtime, db, write, request)
 
-def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
-    """Authenticate in short sessions of its own, before the request's unit of work begins.
 
-    The request's session takes SQLite's write lock at its first statement; doing the
-    authentication (and its audit of failures, and the last-used stamp) outside it means a
-    failed authentication is recorded even though the request itself fails, without ever
-    waiting on the request's own lock.
+def _write_beside(runtime: Runtime, db: Session, write: Callable[[Session], None], request: Request) -> bool:
+    """Write in the request's session when it is a writing one (it holds SQLite's write lock, so a
+    second writer would wait on it forever); otherwise queue the write for a short session of its
+    own, run in the thread pool once the read is done (``flush_writes``). True when the request's
+    session was used (the caller marks its error ``persist``)."""
+    if db.info.get("write"):
+        write(db)
+        return True
+    pending: list[Callable[[Session], None]] = getattr(request.state, "sanctum_writes", [])
+    request.state.sanctum_writes = [*pending, write]
+    return False
+
+
+def _apply_writes(runtime: Runtime, writes: list[Callable[[Session], None]]) -> None:
+    with runtime.db.session() as session:
+        for write in writes:
+            write(session)
+
+
+async def flush_writes(request: Request, runtime: Runtime) -> None:
+    writes = getattr(request.state, "sanctum_writes", None)
+    if writes:
+        request.state.sanctum_writes = []
+        await anyio.to_thread.run_sync(_apply_writes, runtime, writes)
+
+
+async def run_read(request: Request, runtime: Runtime, db: Session, fn: Callable[..., T], *args: Any) -> T:
+    """Run the authentication and context loading of a request.
+
+    Reads on SQLite run inline on the event loop: they are local, short, and in WAL mode never wait
+    for a writer, so a thread-pool hop (and the GIL contention of 40 threads) would cost more than
+    the query. Writing sessions and PostgreSQL go to the pool. Writes a read needs (audit of a
+    refusal, the last-used stamp) follow in the pool, also when ``fn`` raised.
     """
-    cached = getattr(request.state, "principal", None)
+    try:
+        if runtime.db.is_sqlite and not db.info.get("write"):
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args)
+    finally:
+        await flush_writes(request, runtime)
+
+
+def authenticate_request(request: Request, runtime: Runtime, db: Session) -> Principal:
+    """Who is calling, through which credential; cached on the request.
+
+    Runs in the request's own session: one connection and one transaction per request. A refused
+    credential is audited; the last-used stamp is written at most once a minute per token.
+    """
+    cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
     secret, via_cookie = presented_secret(request)
     if not secret:
         raise Unauthenticated("authentication required: send 'Authorization: Bearer snt_…' or log in")
-    with runtime.db.session(write=False) as db:
-        result = tokens.authenticate(
-            db,
-            secret,
-            kinds=COOKIE_KINDS if via_cookie else BEARER_KINDS,
-            policy=runtime.settings.require_2fa,
-            ip=client_ip(request),
-            via_cookie=via_cookie,
-        )
+    result = tokens.authenticate(
+        db,
+        secret,
+        kinds=COOKIE_KINDS if via_cookie else BEARER_KINDS,
+        policy=runtime.settings.require_2fa,
+        ip=client_ip(request),
+        via_cookie=via_cookie,
+    )
     if isinstance(result, AuthFailure):
-        _audit_failure(runtime, request, result, secret)
+        in_request = _record_auth_failure(runtime, db, request, result, secret)
         messages = {"expired": "this token has expired", "revoked": "this token has been revoked"}
         raise Unauthenticated(
-            messages.get(result.reason, "invalid credentials"), code=f"token_{result.reason}"
+            messages.get(result.reason, "invalid credentials"),
+            code=f"token_{result.reason}",
+            persist=in_request,
         )
     principal, last_used = result
     if via_cookie and request.method not in SAFE_METHODS and request.url.path.startswith("/api/"):
@@ -126,10 +189,13 @@ def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
         if not (principal.csrf_secret and bearer.same(sent, principal.csrf_secret)):
             raise Denied("missing or wrong CSRF token (send the X-CSRF-Token header)", code="csrf")
     if tokens.needs_touch(last_used):
-        with runtime.db.session() as session:
-            tokens.touch(session, principal.token_id)
+        _write_beside(runtime, db, lambda session: tokens.touch(session, principal.token_id), request)
     request.state.principal = principal
     return principal
+
+
+async def get_principal(request: Request, runtime: RuntimeDep, db: DbSession) -> Principal:
+    return await run_read(request, runtime, db, authenticate_request, request, runtime, db)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
@@ -141,7 +207,7 @@ class Require:
     def __init__(self, permission: Permission) -> None:
         self.permission = permission
 
-    def __call__(self, principal: CurrentPrincipal) -> Principal:
+    async def __call__(self, principal: CurrentPrincipal) -> Principal:
         authorize_platform(principal, self.permission)
         return principal
 
@@ -153,9 +219,15 @@ class InProject:
         self.permission = permission
         self.for_update = for_update
 
-    def __call__(
-        self, request: Request, project: str, principal: CurrentPrincipal, db: DbSession, runtime: RuntimeDep
+    async def __call__(
+        self, request: Request, project: str, db: DbSession, runtime: RuntimeDep
     ) -> ProjectContext:
+        return await run_read(request, runtime, db, self.resolve, request, project, db, runtime)
+
+    def resolve(self, request: Request, project: str, db: Session, runtime: Runtime) -> ProjectContext:
+        # Authentication and the project load share one call and one session: thread hops and
+        # connection checkouts are what an authenticated request mostly costs.
+        principal = authenticate_request(request, runtime, db)
         try:
             return projects.load(db, principal, project, self.permission, for_update=self.for_update)
         except (Denied, NotFound) as exc:
@@ -192,15 +264,17 @@ def _audit_denial(
             details={"permission": permission.value, "reason": exc.code, "method": request.method},
         )
 
-    if request.method in SAFE_METHODS:
-        with runtime.db.session() as session:
-            write(session)
-    else:
-        write(db)
+    if _write_beside(runtime, db, write, request):
         exc.persist = True
 
 
-def public() -> None:
+def record_outside(runtime: Runtime, ctx: ProjectContext, action: str, **kwargs: Any) -> None:
+    """Audit a read (or a change made outside the request session) in a short write session."""
+    with runtime.db.session() as session:
+        ctx.record(session, action, **kwargs)
+
+
+async def public() -> None:
     """Marks a route that needs no credential (health, login, static files)."""
 
 
@@ -229,3 +303,11 @@ ProjectReader = _project(Permission.PROJECT_READ)
 MembersReader = _project(Permission.MEMBERS_READ)
 MembersManager = _project(Permission.MEMBERS_MANAGE, for_update=True)
 AuditReader = _project(Permission.AUDIT_READ)
+ProjectDeleter = _project(Permission.PROJECT_DELETE, for_update=True)
+DatasetsReader = _project(Permission.DATASETS_READ)
+DatasetsManager = _project(Permission.DATASETS_MANAGE)
+DataImporter = _project(Permission.DATA_IMPORT)
+DataDownloader = _project(Permission.DATA_DOWNLOAD)
+DataQuerier = _project(Permission.DATA_QUERY)
+Sharer = _project(Permission.DATASETS_SHARE)
+Shredder = _project(Permission.DATASETS_SHRED)

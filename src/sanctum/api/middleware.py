@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,16 +53,18 @@ class SecurityHeaders:
 class BodyLimit:
     """Refuse bodies over ``max_bytes`` with 413, by Content-Length up front or while streaming.
 
-    Routes that stream large uploads are listed in ``exempt_prefixes`` and enforce their own limits.
+    Uploads into dataset versions (``exempt``) stream far past it and enforce their own limits.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, exempt: Callable[[str], bool] = lambda _: False
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.exempt_prefixes = exempt_prefixes
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path", "").startswith(self.exempt_prefixes):
+        if scope["type"] != "http" or (scope.get("method") == "PUT" and self.exempt(scope.get("path", ""))):
             await self.app(scope, receive, send)
             return
         too_large = HTTPException(413, f"request body is larger than {self.max_bytes} bytes")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sanctum.config import Settings, check_startable
+from sanctum.datasets.keyring import Keyring
 from sanctum.db.session import Database
 from sanctum.security.keys import SecretBox, derive_key, load_master_key
+from sanctum.store import LocalBlobStore
 
 
 @dataclass
@@ -14,6 +16,8 @@ class Runtime:
     settings: Settings
     db: Database
     totp_box: SecretBox
+    keyring: Keyring
+    store: LocalBlobStore
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
@@ -24,6 +28,8 @@ class Runtime:
             settings=settings,
             db=Database(settings.resolved_database_url),
             totp_box=SecretBox(derive_key(master, "sanctum/totp-secrets/v1")),
+            keyring=Keyring(master),
+            store=LocalBlobStore(settings.data_dir / "blobs"),
         )
 
     def close(self) -> None:

@@ -58,7 +58,8 @@ class Database:
         self.url = normalise_url(url)
         # Sized for the server's thread pool (40 threads), each holding at most two connections.
         kwargs: dict[str, Any] = {
-            "pool_pre_ping": True,
+            # A local SQLite file cannot go stale; a PostgreSQL connection can (server restart).
+            "pool_pre_ping": not self.url.startswith("sqlite"),
             "pool_size": pool_size,
             "max_overflow": 3 * pool_size,
         }
@@ -79,7 +80,9 @@ class Database:
         return self.engine.dialect.name
 
     def new_session(self, *, write: bool) -> Session:
-        return (self._write if write else self._read)()
+        session = (self._write if write else self._read)()
+        session.info["write"] = write
+        return session
 
     @contextmanager
     def session(self, *, write: bool = True) -> Iterator[Session]:

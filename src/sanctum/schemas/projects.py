@@ -21,6 +21,7 @@ class ProjectPublic(PublicModel):
     description: str
     created_at: datetime
     role: str = Field(description="your role in this project")
+    query_row_limit: int = Field(default=1000, description="most rows a query returns to Data Scientists")
 
 
 class MemberCreate(Model):

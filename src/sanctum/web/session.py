@@ -138,7 +138,7 @@ async def posted_csrf(request: Request) -> str:
     return value if isinstance(value, str) else ""
 
 
-def web_principal(
+async def web_principal(
     request: Request, principal: CurrentPrincipal, sent: Annotated[str, Depends(posted_csrf)]
 ) -> Principal:
     """The authenticated principal, with the form's CSRF token checked on every non-GET request."""
@@ -159,21 +159,21 @@ class Page(Require):
         super().__init__(permission)
         self.during_enrolment = during_enrolment
 
-    def __call__(self, principal: WebPrincipal) -> Principal:
+    async def __call__(self, principal: WebPrincipal) -> Principal:
         if principal.enrol_only and not self.during_enrolment:
             raise Redirect(ENROL_PATH)
-        return super().__call__(principal)
+        return await super().__call__(principal)
 
 
 class ProjectPage(InProject):
     """A page (or form) in one project's context; another project's page is 404."""
 
-    def __call__(
+    async def __call__(  # type: ignore[override]
         self, request: Request, project: str, principal: WebPrincipal, db: DbSession, runtime: RuntimeDep
     ) -> ProjectContext:
         if principal.enrol_only:
             raise Redirect(ENROL_PATH)
-        return super().__call__(request, project, principal, db, runtime)
+        return await super().__call__(request, project, db, runtime)
 
 
 def end_failed(db: Session, exc: SanctumError) -> None:

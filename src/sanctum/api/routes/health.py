@@ -10,5 +10,5 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", dependencies=[Public])
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from sanctum.access.permissions import Role
-from sanctum.api.deps import DbSession, ProjectCreator, ProjectLister, ProjectReader
+from sanctum.api.deps import (
+    DatasetsManager,
+    DbSession,
+    ProjectCreator,
+    ProjectDeleter,
+    ProjectLister,
+    ProjectReader,
+    RuntimeDep,
+)
+from sanctum.datasets import shred
 from sanctum.db.models import Project
 from sanctum.projects import service as projects
+from sanctum.schemas.datasets import ProjectSettingsUpdate
 from sanctum.schemas.projects import ProjectCreate, ProjectPublic
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
@@ -20,6 +32,7 @@ def project_public(project: Project, role: Role) -> ProjectPublic:
         description=project.description,
         created_at=project.created_at,
         role=role.value,
+        query_row_limit=project.query_row_limit,
     )
 
 
@@ -36,5 +49,34 @@ def create_project(body: ProjectCreate, db: DbSession, principal: ProjectCreator
 
 
 @router.get("/{project}")
-def get_project(ctx: ProjectReader) -> ProjectPublic:
+async def get_project(ctx: ProjectReader) -> ProjectPublic:
     return project_public(ctx.project, ctx.role)
+
+
+@router.patch("/{project}/settings")
+def update_settings(body: ProjectSettingsUpdate, ctx: DatasetsManager, db: DbSession) -> ProjectPublic:
+    """Owners set how many rows a query returns to Data Scientists."""
+    old = ctx.project.query_row_limit
+    ctx.project.query_row_limit = body.query_row_limit
+    ctx.record(
+        db,
+        "project.settings",
+        target=ctx.project.name,
+        details={"query_row_limit": {"from": old, "to": body.query_row_limit}},
+    )
+    db.commit()
+    return project_public(ctx.project, ctx.role)
+
+
+@router.delete("/{project}", status_code=204)
+def delete_project(
+    ctx: ProjectDeleter,
+    db: DbSession,
+    runtime: RuntimeDep,
+    confirm: Annotated[str, Query(max_length=200, description="the project's name, to confirm")] = "",
+) -> None:
+    """Delete the project and crypto-shred all of its data by destroying the project key."""
+    blobs = shred.shred_project(db, ctx, confirm=confirm)
+    db.commit()
+    for blob_id in blobs:
+        runtime.store.delete(blob_id)

@@ -1,0 +1,1 @@
+"""Datasets: versions, tables, sharing."""

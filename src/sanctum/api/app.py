@@ -15,11 +15,14 @@ from sanctum.api.routes import (
     admin,
     audit,
     auth,
+    datasets,
     files,
     health,
     me,
     members,
     projects,
+    query,
+    shares,
     tokens,
 )
 from sanctum.api.runtime import Runtime
@@ -34,6 +37,10 @@ API_ROUTERS = (
     members.router,
     audit.router,
     admin.router,
+    datasets.router,
+    files.router,
+    shares.router,
+    query.router,
 )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import quote
 
 import anyio
@@ -21,10 +22,11 @@ from sanctum.api.deps import (
 from sanctum.api.routes.datasets import file_public
 from sanctum.datasets import catalog, paths, transfer
 from sanctum.datasets.catalog import Kind
-from sanctum.errors import InvalidInput
+from sanctum.errors import InvalidInput, SanctumError
 from sanctum.schemas.datasets import FilePublic
-from sanctum.store import BlobInfo
+from sanctum.store import BlobInfo, BlobNotFound, IntegrityError
 
+log = logging.getLogger("sanctum.datasets")
 router = APIRouter(
     prefix="/api/v1/projects/{project}/datasets/{dataset}/versions/{version}/files", tags=["files"]
 )
@@ -129,6 +131,40 @@ def _attach(runtime, ctx, dataset: str, version: int, path: str, info: BlobInfo,
     return public
 
 
+class DataIntegrityError(SanctumError):
+    """The stored bytes are not what was written: corruption or tampering on the server's disk."""
+
+    status = 500
+    code = "integrity_error"
+
+
+def _checked(open_pieces: Callable[[], Iterator[bytes]]) -> Iterator[bytes]:
+    """Decrypt the first piece before the response starts, so a blob that fails authentication at
+    its start gets a clear error instead of a 200 that breaks off; later segments that fail end
+    the stream (the client sees a short body that does not match the ETag's SHA-256)."""
+    try:
+        pieces = open_pieces()
+        first = next(pieces, b"")
+    except IntegrityError as exc:
+        log.error("integrity check failed: %s", exc)
+        raise DataIntegrityError(
+            "this file failed its integrity check on the server and was not sent; an administrator "
+            "should run 'sanctum fsck'"
+        ) from exc
+    except BlobNotFound as exc:
+        log.error("blob missing: %s", exc)
+        raise DataIntegrityError(
+            "this file is missing from the data store; an administrator should run 'sanctum fsck'"
+        ) from exc
+
+    def rest() -> Iterator[bytes]:
+        if first:
+            yield first
+        yield from pieces
+
+    return rest()
+
+
 @router.get("/{path:path}")
 def download_file(
     request: Request,
@@ -160,7 +196,11 @@ def download_file(
     }
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
-    body = runtime.store.open_range(entry.blob_id, key, start, end) if end > start else iter(())
+    body = (
+        _checked(lambda: runtime.store.open_range(entry.blob_id, key, start, end))
+        if end > start
+        else iter(())
+    )
     return StreamingResponse(
         body, status_code=206 if byte_range else 200, headers=headers, media_type="application/octet-stream"
     )

@@ -76,11 +76,29 @@ def serve(
     settings = settings_for(data_dir, host=host, port=port, workers=workers)
     guard_start(settings)
     upgrade(settings.resolved_database_url)
+    _clean_leftovers(settings)
     console.print(
         f"Sanctum serving {settings.data_dir} on "
         f"{'https' if settings.tls_enabled else 'http'}://{settings.host}:{settings.port}"
     )
     run(settings)
+
+
+def _clean_leftovers(settings: Settings) -> None:
+    """What crashed uploads left: ``.part`` files, and blobs written but never recorded."""
+    from sanctum.datasets.fsck import cleanup_orphans
+
+    runtime = open_runtime(settings)
+    try:
+        parts = runtime.store.cleanup_temp()
+        with runtime.db.session(write=False) as db:
+            orphans = cleanup_orphans(db, runtime.store)
+    finally:
+        runtime.close()
+    if parts or orphans:
+        console.print(
+            f"cleaned up after interrupted uploads: {parts} partial and {orphans} unrecorded blob(s)"
+        )
 
 
 @app.command()
@@ -196,6 +214,42 @@ def audit_verify(data_dir: DataDirOption, as_json: JsonFlag = False) -> None:
         console.print(
             f"[red]audit chain broken at event {report.first_broken_seq}[/red]: {report.reason} "
             f"({report.events} events verified before it)"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def fsck(
+    data_dir: DataDirOption,
+    deep: Annotated[bool, typer.Option("--deep", help="decrypt every blob and re-check its SHA-256")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Prove the blob store and the catalog agree; exit 1 and list what does not."""
+    from sanctum.datasets.fsck import check
+
+    runtime = open_runtime(settings_for(data_dir))
+    try:
+        with runtime.db.session(write=False) as db:
+            report = check(db, runtime.store, runtime.keyring, deep=deep)
+    finally:
+        runtime.close()
+    result = {
+        "ok": report.ok,
+        "files": report.files,
+        "blobs": report.blobs,
+        "checked_bytes": report.checked_bytes,
+        "problems": [p.__dict__ for p in report.problems],
+    }
+    if as_json:
+        show(result, as_json=True)
+    else:
+        for problem in report.problems:
+            console.print(f"[red]{problem.kind}[/red] {problem.blob_id}: {problem.detail}", highlight=False)
+        verdict = "store and catalog agree" if report.ok else f"{len(report.problems)} problem(s)"
+        console.print(
+            f"{verdict}: {report.files} files, {report.blobs} blobs"
+            + (f", {report.checked_bytes} bytes decrypted and re-hashed" if deep else "")
         )
     if not report.ok:
         raise typer.Exit(1)

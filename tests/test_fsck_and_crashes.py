@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from tests.conftest import free_port
+from tests.test_datasets import committed
 from typer.testing import CliRunner
 
 from sanctum.cli.main import app as cli
 from sanctum.db.models import VersionFile
-from tests.conftest import free_port
-from tests.test_datasets import committed
 
 SANCTUM = str(Path(sys.executable).with_name("sanctum"))
 
@@ -116,15 +117,13 @@ def test_server_killed_mid_upload_leaves_no_partial_version(settings, people, ru
             yield b"never"
 
         def upload():
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 httpx.put(
                     f"{base}/scans/versions/1/files/big.bin",
                     content=body(),
                     headers={**h, "Content-Length": str(64 * 1024 * 1024)},
                     timeout=60,
                 )
-            except httpx.HTTPError:
-                pass
 
         thread = threading.Thread(target=upload, daemon=True)
         thread.start()

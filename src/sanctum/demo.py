@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from sanctum import demo_data
 from sanctum.access.permissions import Permission, Role
 from sanctum.access.policy import Principal
 from sanctum.accounts import twofactor
@@ -86,6 +87,7 @@ def ensure_demo(runtime: Runtime) -> dict[str, Any]:
             description="Synthetic data only.",
         )
         members.add(db, project, users["data_scientist"].email, Role.DATA_SCIENTIST)
+        demo_data.load(db, runtime, project)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(creds, out, indent=2)

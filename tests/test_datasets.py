@@ -234,7 +234,7 @@ def test_upload_over_the_file_limit_is_refused(app, world, runtime) -> None:
 
 def test_dataset_names_and_kinds(client, world) -> None:
     h = world.h["owner"]
-    for name in ("Bad", "a/b", "a.b", "../x", "", "x" * 70):
+    for name in ("Bad", "a/b", "a.b", "../x", "", "x" * 70, "a--b", "-a", "a-"):
         assert client.post(BASE, json={"name": name}, headers=h).status_code == 422, name
     assert client.post(BASE, json={"name": "ok", "kind": "images"}, headers=h).status_code == 422
     make_dataset(client, h, "ok")

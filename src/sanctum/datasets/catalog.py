@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sanctum import names
+from sanctum.datasets import tables
 from sanctum.datasets.keyring import Keyring
 from sanctum.db.models import Dataset, DatasetVersion, Project, Share, VersionFile
 from sanctum.db.types import utcnow
@@ -50,14 +51,15 @@ class DatasetRef:
         return self.share is None or self.share.access == "write"
 
 
+DATASET_NAME_HELP = "1-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit"  # noqa: E501
+
+
 def dataset_name(value: str) -> str:
-    """Dataset names follow project names: they appear in URLs, SQL table names and job paths."""
-    try:
-        return names.project_name(value)
-    except InvalidInput:
-        raise InvalidInput(
-            f"invalid dataset name: use {names.PROJECT_NAME_HELP}", code="invalid_name"
-        ) from None
+    """Dataset names appear in URLs, SQL table names and job paths; single hyphens only, so that
+    ``a-b`` (SQL ``a_b``) never collides with a table shared in as ``<project>__<dataset>``."""
+    if len(value) > 63 or not tables.DATASET_NAME.fullmatch(value):
+        raise InvalidInput(f"invalid dataset name: use {DATASET_NAME_HELP}", code="invalid_name")
+    return value
 
 
 def create(

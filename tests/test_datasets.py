@@ -424,6 +424,8 @@ def test_shred_destroys_the_key(client, world, runtime, tmp_path) -> None:
     with runtime.db.session(write=False) as db:
         shredded = db.scalar(sa.select(Dataset))
         assert shredded.wrapped_key is None and shredded.shredded_at is not None
+        assert shredded.name == f"shredded-{shredded.id}"
+        assert db.scalar(sa.select(sa.func.count()).select_from(VersionFile)) == 0  # paths can identify
     # The backup copy is all that is left, and nothing in the catalog can decrypt it any more.
     from sanctum.store import IntegrityError, SegmentReader, new_data_key
 

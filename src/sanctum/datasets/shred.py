@@ -2,12 +2,13 @@
 
 Destroying a dataset's wrapped data key makes every copy of its blobs — on this disk, in backups
 of the blob store, anywhere — undecryptable. The blob files are deleted too, as housekeeping; the
-erasure does not depend on it. Versions and manifests stay as records of what existed.
+erasure does not depend on it. The manifests go as well (file paths can name people, and a
+plaintext SHA-256 confirms a guess of a small file); the version records stay with their counts.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from sanctum.datasets import sharing
@@ -45,7 +46,9 @@ def shred_dataset(session: Session, ctx: ProjectContext, ref: DatasetRef, *, con
     name = dataset.name
     dataset.wrapped_key = None
     dataset.shredded_at = utcnow()
-    dataset.name = f"shredded-{dataset.id}-{name}"[:100]  # frees the name; the record stays
+    dataset.name = f"shredded-{dataset.id}"  # frees the name, which may itself identify someone
+    dataset.description = ""
+    _forget_manifests(session, [dataset.id])
     ctx.record(
         session,
         "dataset.shred",
@@ -53,6 +56,14 @@ def shred_dataset(session: Session, ctx: ProjectContext, ref: DatasetRef, *, con
         details={"blobs": len(blobs), "bytes": int(size or 0), "shares_revoked": revoked},
     )
     return blobs
+
+
+def _forget_manifests(session: Session, dataset_ids: list[int]) -> None:
+    version_ids = select(DatasetVersion.id).where(DatasetVersion.dataset_id.in_(dataset_ids))
+    session.execute(delete(VersionFile).where(VersionFile.version_id.in_(version_ids)))
+    session.execute(
+        update(DatasetVersion).where(DatasetVersion.dataset_id.in_(dataset_ids)).values(table_schema=None)
+    )
 
 
 def shred_project(session: Session, ctx: ProjectContext, *, confirm: str) -> list[str]:

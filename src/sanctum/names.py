@@ -9,6 +9,9 @@ from email_validator import EmailNotValidError, validate_email
 from sanctum.errors import InvalidInput
 
 PROJECT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Single hyphens only: a local table "a-b" is SQL a_b and a shared one <project>__<dataset>, so a
+# double hyphen could collide with a shared table's name; no leading or trailing hyphen either.
+DATASET_NAME = re.compile(r"^[a-z0-9](?:-?[a-z0-9])*$")
 PROJECT_NAME_HELP = "1-63 lowercase letters, digits and hyphens, starting and ending with a letter or digit"
 
 

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sanctum import names
-from sanctum.datasets import tables
 from sanctum.datasets.keyring import Keyring
 from sanctum.db.models import Dataset, DatasetVersion, Project, Share, VersionFile
 from sanctum.db.types import utcnow
@@ -57,7 +56,7 @@ DATASET_NAME_HELP = "1-63 lowercase letters, digits and single hyphens, starting
 def dataset_name(value: str) -> str:
     """Dataset names appear in URLs, SQL table names and job paths; single hyphens only, so that
     ``a-b`` (SQL ``a_b``) never collides with a table shared in as ``<project>__<dataset>``."""
-    if len(value) > 63 or not tables.DATASET_NAME.fullmatch(value):
+    if len(value) > 63 or not names.DATASET_NAME.fullmatch(value):
         raise InvalidInput(f"invalid dataset name: use {DATASET_NAME_HELP}", code="invalid_name")
     return value
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from sanctum import names
 from sanctum.errors import InvalidInput
 
 __all__ = [
@@ -34,7 +35,7 @@ DEFAULT_MAX_BYTES = 1 << 30
 PARQUET_MAGIC = b"PAR1"
 # No "--": a local table is "a_b" and a shared one "<project>__<dataset>", so a dataset name with a
 # double hyphen could collide with a shared table's name. No leading/trailing hyphen, same reason.
-DATASET_NAME = re.compile(r"^[a-z0-9](?:-?[a-z0-9])*$")
+DATASET_NAME = names.DATASET_NAME
 PROJECT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 NULL_VALUES = ["", "NA", "N/A", "NULL", "null", "NaN", "nan"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

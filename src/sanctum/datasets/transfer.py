@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
-from sanctum.datasets import catalog, tables
+from sanctum.datasets import catalog
 from sanctum.datasets.catalog import DatasetRef, Kind
 from sanctum.datasets.keyring import Keyring
 from sanctum.db.models import DatasetVersion, VersionFile
@@ -89,6 +89,7 @@ def table_blob(
     store: BlobStore, body: bytes, filename: str, key: bytes, *, max_bytes: int
 ) -> tuple[BlobInfo, list[dict[str, object]], int]:
     """CSV or Parquet in, encrypted Parquet out, with the schema and row count for the catalog."""
+    from sanctum.datasets import tables  # pyarrow loads on the first table, not at server start
     table = tables.read_table_upload(body, filename, max_bytes=max_bytes)
     parquet = tables.to_parquet_bytes(table)
     info = store_blob(store, [parquet], key)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from sanctum.api.deps import DataQuerier, DbSession, RuntimeDep, record_outside, writes_in_own_sessions
-from sanctum.datasets import querying
-from sanctum.datasets.query import QueryError
 from sanctum.schemas.datasets import QueryRequest, QueryResponse
 
 router = APIRouter(prefix="/api/v1/projects/{project}", tags=["query"])
@@ -17,6 +15,10 @@ router = APIRouter(prefix="/api/v1/projects/{project}", tags=["query"])
 def query(body: QueryRequest, ctx: DataQuerier, db: DbSession, runtime: RuntimeDep) -> QueryResponse:
     """One read-only statement; tables are named after datasets (``clinical-visits`` →
     ``clinical_visits``, shared ones ``<project>__<dataset>``). Rows are capped by role."""
+    # DuckDB and pyarrow load on the first query: a server that only moves files stays small.
+    from sanctum.datasets import querying
+    from sanctum.datasets.query import QueryError
+
     try:
         result, limit, used = querying.run(db, ctx, runtime.keyring, runtime.store, body.sql, body.max_rows)
     except QueryError as exc:

@@ -371,3 +371,6 @@ def register(app: typer.Typer) -> None:
         audit = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
         app.add_typer(audit, name="audit")
     audit.command("log")(audit_log)
+    from sanctum.cli.datasets import register as register_datasets  # late: it imports this module
+
+    register_datasets(app)

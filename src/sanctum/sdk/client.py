@@ -24,6 +24,7 @@ from sanctum.schemas.auth import (
 from sanctum.schemas.projects import MemberCreate, MemberPublic, MemberUpdate, ProjectCreate, ProjectPublic
 from sanctum.schemas.tokens import TokenCreate, TokenCreated, TokenPublic
 from sanctum.sdk import credentials
+from sanctum.sdk.datasets import DatasetsMixin
 from sanctum.sdk.errors import SanctumAPIError, SanctumConfigError, SanctumConnectionError
 
 API = "/api/v1"
@@ -85,7 +86,7 @@ def _api_error(response: httpx.Response) -> SanctumAPIError:
                                f"HTTP {response.status_code} from {response.request.url.host}: {snippet}")
 
 
-class Client:
+class Client(DatasetsMixin):
     """A Sanctum server as seen with one credential. Use as a context manager, or call ``close()``.
 
     ``http`` lets you bring your own ``httpx.Client`` (a proxy, client certificates, or a FastAPI

@@ -21,7 +21,7 @@ import pytest
 from sanctum.accounts.tokens import TokenKind
 from sanctum.schemas.datasets import FilePublic
 from sanctum.sdk import Client, SanctumAPIError
-from sanctum.sdk.datasets import UploadError, UploadItem
+from sanctum.sdk.upload_plan import UploadError, UploadItem
 
 
 @pytest.fixture

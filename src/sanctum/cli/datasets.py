@@ -32,7 +32,7 @@ from sanctum.cli.instance import JsonFlag
 from sanctum.cli.output import console, err_console, show
 from sanctum.schemas.datasets import DatasetPublic
 from sanctum.sdk import Client, SanctumSDKError
-from sanctum.sdk.datasets import (
+from sanctum.sdk.upload_plan import (
     UploadItem,
     archive_items,
     dataset_path,
@@ -41,21 +41,44 @@ from sanctum.sdk.datasets import (
     is_archive,
 )
 
-dataset_app = typer.Typer(no_args_is_help=True,
-                          help="Datasets: versioned files or tables, shares between projects, erasure.")
+dataset_app = typer.Typer(
+    no_args_is_help=True, help="Datasets: versioned files or tables, shares between projects, erasure."
+)
 
-DATASET_COLUMNS = {"dataset": "name", "kind": "kind", "latest": "latest", "files": "files", "size": "size",
-                   "owner project": "project", "access": "access"}
+DATASET_COLUMNS = {
+    "dataset": "name",
+    "kind": "kind",
+    "latest": "latest",
+    "files": "files",
+    "size": "size",
+    "owner project": "project",
+    "access": "access",
+}
 FILE_COLUMNS = {"path": "path", "size": "size", "sha256": "sha256"}
-VERSION_COLUMNS = {"version": "number", "state": "state", "files": "files", "size": "size",
-                   "created": "created_at", "committed": "committed_at", "manifest sha256": "manifest"}
-SHARE_COLUMNS = {"id": "id", "dataset": "dataset", "from": "source_project", "to": "target_project",
-                 "access": "access", "state": "state", "offered": "created_at"}
+VERSION_COLUMNS = {
+    "version": "number",
+    "state": "state",
+    "files": "files",
+    "size": "size",
+    "created": "created_at",
+    "committed": "committed_at",
+    "manifest sha256": "manifest",
+}
+SHARE_COLUMNS = {
+    "id": "id",
+    "dataset": "dataset",
+    "from": "source_project",
+    "to": "target_project",
+    "access": "access",
+    "state": "state",
+    "offered": "created_at",
+}
 
 DatasetArg = Annotated[str, typer.Argument(help="dataset name (a shared one: <project>.<name>)")]
 ShareIdArg = Annotated[int, typer.Argument(metavar="SHARE_ID", help="the share's id (see 'dataset shares')")]
-VersionOption = Annotated[int | None, typer.Option("--version", "-v", min=1,
-                                                   help="version number (default: the latest)")]
+VersionOption = Annotated[
+    int | None, typer.Option("--version", "-v", min=1, help="version number (default: the latest)")
+]
 YesFlag = Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")]
 
 
@@ -86,14 +109,18 @@ class _Bar:
             self._progress.update(self._task, description=escape(text))
 
 
-
 @contextmanager
 def _bar(as_json: bool, total: int, description: str) -> Iterator[_Bar]:
     if as_json or not console.is_terminal:
         yield _Bar(None, total, description)
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         yield _Bar(progress, total, description)
 
@@ -104,7 +131,7 @@ def _say(markup: str) -> None:
 
 
 def _short(path: str, width: int = 40) -> str:
-    return path if len(path) <= width else "…" + path[-(width - 1):]
+    return path if len(path) <= width else "…" + path[-(width - 1) :]
 
 
 # --------------------------------------------------------------------------- datasets
@@ -114,8 +141,9 @@ def _short(path: str, width: int = 40) -> str:
 def dataset_create(
     project: ProjectArg,
     name: Annotated[str, typer.Argument(help="dataset name: lowercase letters, digits, hyphens")],
-    kind: Annotated[str, typer.Option(help="files (any files) or table (one CSV/Parquet per version)")]
-    = "files",
+    kind: Annotated[
+        str, typer.Option(help="files (any files) or table (one CSV/Parquet per version)")
+    ] = "files",
     description: Annotated[str, typer.Option(help="what the dataset holds")] = "",
     as_json: JsonFlag = False,
 ) -> None:
@@ -126,8 +154,18 @@ def dataset_create(
 
 
 def _dataset_rows(datasets: list[DatasetPublic]) -> list[dict[str, Any]]:
-    return [{"name": d.name, "kind": d.kind, "latest": d.latest_version, "files": d.latest_files,
-             "size": _size(d.latest_size), "project": d.project, "access": d.access} for d in datasets]
+    return [
+        {
+            "name": d.name,
+            "kind": d.kind,
+            "latest": d.latest_version,
+            "files": d.latest_files,
+            "size": _size(d.latest_size),
+            "project": d.project,
+            "access": d.access,
+        }
+        for d in datasets
+    ]
 
 
 @dataset_app.command("ls")
@@ -143,16 +181,25 @@ def dataset_ls(
             _fail("--version needs a DATASET", as_json=as_json, code="usage")
         with _server(as_json) as client:
             datasets = client.list_datasets(project)
-        _show(datasets if as_json else _dataset_rows(datasets), as_json, columns=DATASET_COLUMNS,
-              empty="no datasets")
+        _show(
+            datasets if as_json else _dataset_rows(datasets),
+            as_json,
+            columns=DATASET_COLUMNS,
+            empty="no datasets",
+        )
         return
     with _server(as_json) as client:
         number = version or _latest(client, project, dataset, as_json)
         files = client.list_files(project, dataset, number)
     rows = [{"path": f.path, "size": _size(f.size), "sha256": f.sha256} for f in files]
     total = sum(f.size for f in files)
-    _show(files if as_json else rows, as_json, columns=FILE_COLUMNS, empty="no files",
-          message=f"{dataset} version {number}: {_n(len(files), 'file')}, {_size(total)}")
+    _show(
+        files if as_json else rows,
+        as_json,
+        columns=FILE_COLUMNS,
+        empty="no files",
+        message=f"{dataset} version {number}: {_n(len(files), 'file')}, {_size(total)}",
+    )
 
 
 def _latest(client: Client, project: str, dataset: str, as_json: bool) -> int:
@@ -172,9 +219,18 @@ def dataset_versions(
     """A dataset's versions: committed ones are immutable; drafts are uploads not yet committed."""
     with _server(as_json) as client:
         versions = client.list_versions(project, dataset, drafts=drafts)
-    rows = [{"number": v.number, "state": v.state, "files": v.file_count if v.state == "committed" else "",
-             "size": _size(v.total_size) if v.state == "committed" else "", "created_at": v.created_at,
-             "committed_at": v.committed_at, "manifest": v.manifest_sha256} for v in versions]
+    rows = [
+        {
+            "number": v.number,
+            "state": v.state,
+            "files": v.file_count if v.state == "committed" else "",
+            "size": _size(v.total_size) if v.state == "committed" else "",
+            "created_at": v.created_at,
+            "committed_at": v.committed_at,
+            "manifest": v.manifest_sha256,
+        }
+        for v in versions
+    ]
     _show(versions if as_json else rows, as_json, columns=VERSION_COLUMNS, empty="no versions")
 
 
@@ -207,13 +263,21 @@ class _NoSuchSource(Exception):
 def dataset_upload(
     project: ProjectArg,
     dataset: DatasetArg,
-    source: Annotated[Path, typer.Argument(
-        metavar="DIR_OR_FILE", help="a folder (recursively), a file, or a .zip/.tar(.gz) archive")],
-    as_path: Annotated[str | None, typer.Option(
-        "--as", help="a file: its path in the dataset; a folder or archive: a folder to put it under"),
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR_OR_FILE", help="a folder (recursively), a file, or a .zip/.tar(.gz) archive"
+        ),
+    ],
+    as_path: Annotated[
+        str | None,
+        typer.Option(
+            "--as", help="a file: its path in the dataset; a folder or archive: a folder to put it under"
+        ),
     ] = None,
-    no_extract: Annotated[bool, typer.Option(
-        "--no-extract", help="upload an archive as one file instead of its entries")] = False,
+    no_extract: Annotated[
+        bool, typer.Option("--no-extract", help="upload an archive as one file instead of its entries")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Upload a folder, file or archive as one new version (data owners).
@@ -223,17 +287,26 @@ def dataset_upload(
     try:
         with _server(as_json) as client, _planned(source, as_path, no_extract) as (items, skipped):
             for what in skipped:
-                err_console.print(f"[yellow]warning:[/yellow] skipped {escape(what)}", highlight=False,
-                                  soft_wrap=True)
+                err_console.print(
+                    f"[yellow]warning:[/yellow] skipped {escape(what)}", highlight=False, soft_wrap=True
+                )
             found = client.get_dataset(project, dataset)
             if found.kind == "table" and len(items) != 1:
-                _fail(f"{dataset} is a table dataset: a version is one CSV or Parquet file, and "
-                      f"{source} holds {_n(len(items), 'file')}", as_json=as_json, code="table_one_file")
+                _fail(
+                    f"{dataset} is a table dataset: a version is one CSV or Parquet file, and "
+                    f"{source} holds {_n(len(items), 'file')}",
+                    as_json=as_json,
+                    code="table_one_file",
+                )
             total = sum(item.size for item in items)
             with _bar(as_json, total, _n(len(items), "file")) as bar:
                 version = client.upload_items(
-                    project, dataset, items, progress=bar.advance,
-                    on_file=lambda item: bar.describe(_short(item.path)))
+                    project,
+                    dataset,
+                    items,
+                    progress=bar.advance,
+                    on_file=lambda item: bar.describe(_short(item.path)),
+                )
     except _NoSuchSource as exc:
         _fail(str(exc), as_json=as_json, code="not_found")
     what = f"{_n(version.file_count, 'file')} ({_size(version.total_size)})"
@@ -259,8 +332,12 @@ def dataset_download(
     dataset: DatasetArg,
     path: Annotated[str | None, typer.Argument(help="the file's path in the version")] = None,
     version: VersionOption = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="file or folder to write to (--all: folder; default ./DATASET-vN)")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="file or folder to write to (--all: folder; default ./DATASET-vN)"
+        ),
+    ] = None,
     download_all: Annotated[bool, typer.Option("--all", help="every file of the version")] = False,
     force: Annotated[bool, typer.Option("--force", help="overwrite existing files")] = False,
     as_json: JsonFlag = False,
@@ -285,9 +362,12 @@ def dataset_download(
             plan = [(entry, target / wanted.rsplit("/", 1)[-1] if target.is_dir() else target)]
         existing = [str(t) for _, t in plan if t.exists() or t.is_symlink()]
         if existing and not force:
-            _fail(f"{existing[0]} exists (pass --force to overwrite)"
-                  + (f", and {len(existing) - 1} more" if len(existing) > 1 else ""),
-                  as_json=as_json, code="exists")
+            _fail(
+                f"{existing[0]} exists (pass --force to overwrite)"
+                + (f", and {len(existing) - 1} more" if len(existing) > 1 else ""),
+                as_json=as_json,
+                code="exists",
+            )
         done: list[dict[str, Any]] = []
         with _bar(as_json, sum(e.size for e, _ in plan), _n(len(plan), "file")) as bar:
             for entry, target in plan:
@@ -295,10 +375,12 @@ def dataset_download(
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    _fail(f"cannot create {target.parent}: {exc.strerror}", as_json=as_json,
-                          code="write_error")
-                client.download_file(project, dataset, number, entry.path, target, progress=bar.advance,
-                                     expected=entry)
+                    _fail(
+                        f"cannot create {target.parent}: {exc.strerror}", as_json=as_json, code="write_error"
+                    )
+                client.download_file(
+                    project, dataset, number, entry.path, target, progress=bar.advance, expected=entry
+                )
                 done.append({**entry.model_dump(), "saved_to": str(target)})
     result = {"project": project, "dataset": dataset, "version": number, "files": done}
     if len(done) == 1 and not download_all:
@@ -323,9 +405,13 @@ def dataset_share(
     """Offer a dataset to another project, without copying it; that project's owners accept it."""
     with _server(as_json) as client:
         share = client.share_dataset(project, dataset, target, access=access)
-    _show(share, as_json, message=f"offered {dataset} to {target} ({share.access}), share {share.id}; an "
-                                  f"owner of {target} accepts it with: sanctum dataset accept {target} "
-                                  f"{share.id}")
+    _show(
+        share,
+        as_json,
+        message=f"offered {dataset} to {target} ({share.access}), share {share.id}; an "
+        f"owner of {target} accepts it with: sanctum dataset accept {target} "
+        f"{share.id}",
+    )
 
 
 @dataset_app.command("shares")
@@ -341,8 +427,12 @@ def dataset_accept(project: ProjectArg, share_id: ShareIdArg, as_json: JsonFlag 
     """Accept a share offered to this project: the dataset appears here as <project>.<dataset>."""
     with _server(as_json) as client:
         share = client.accept_share(project, share_id)
-    _show(share, as_json, message=f"accepted share {share.id}: {share.source_project}.{share.dataset} is now "
-                                  f"available in {share.target_project} ({share.access})")
+    _show(
+        share,
+        as_json,
+        message=f"accepted share {share.id}: {share.source_project}.{share.dataset} is now "
+        f"available in {share.target_project} ({share.access})",
+    )
 
 
 @dataset_app.command("decline")
@@ -381,13 +471,17 @@ def _inventory(client: Client, project: str, dataset: str) -> dict[str, int]:
 def _confirm(what: str, name: str, as_json: bool) -> None:
     """The user types ``name``; anything else (or end of input) aborts with exit 1."""
     try:
-        typed = typer.prompt(f"Type the {what} name ({name}) to confirm", default="", show_default=False,
-                             err=True)
+        typed = typer.prompt(
+            f"Type the {what} name ({name}) to confirm", default="", show_default=False, err=True
+        )
     except click.exceptions.Abort:
         typed = None
     if typed is None or typed.strip() != name:
-        _fail(f"aborted: that is not the {what} name {name!r}; nothing was destroyed", as_json=as_json,
-              code="aborted")
+        _fail(
+            f"aborted: that is not the {what} name {name!r}; nothing was destroyed",
+            as_json=as_json,
+            code="aborted",
+        )
 
 
 def _needs_yes(yes: bool, as_json: bool) -> None:
@@ -403,8 +497,9 @@ def _counts(inv: dict[str, int]) -> str:
 
 
 @dataset_app.command("shred")
-def dataset_shred(project: ProjectArg, dataset: DatasetArg, yes: YesFlag = False,
-                  as_json: JsonFlag = False) -> None:
+def dataset_shred(
+    project: ProjectArg, dataset: DatasetArg, yes: YesFlag = False, as_json: JsonFlag = False
+) -> None:
     """Erase a dataset (GDPR Article 17) by destroying its key; asks for its name unless --yes.
 
     Every version, and every copy in backups, becomes unreadable. Data owners only."""
@@ -412,22 +507,36 @@ def dataset_shred(project: ProjectArg, dataset: DatasetArg, yes: YesFlag = False
     with _server(as_json) as client:
         found = client.get_dataset(project, dataset)
         if found.access != "owner":
-            _fail(f"{dataset} belongs to project {found.project}; only that project can shred it "
-                  "(to stop using it here, revoke the share)", as_json=as_json, code="not_owner")
+            _fail(
+                f"{dataset} belongs to project {found.project}; only that project can shred it "
+                "(to stop using it here, revoke the share)",
+                as_json=as_json,
+                code="not_owner",
+            )
         inv = _inventory(client, project, dataset)
-        shares = [s for s in client.list_shares(project) if s.dataset == dataset
-                  and s.source_project == project and s.state in ("pending", "accepted")]
+        shares = [
+            s
+            for s in client.list_shares(project)
+            if s.dataset == dataset and s.source_project == project and s.state in ("pending", "accepted")
+        ]
         if not yes:
-            _say(f"This permanently destroys dataset [bold]{escape(dataset)}[/bold] in {escape(project)}: "
-                 f"{escape(_counts(inv))}.")
+            _say(
+                f"This permanently destroys dataset [bold]{escape(dataset)}[/bold] in {escape(project)}: "
+                f"{escape(_counts(inv))}."
+            )
             if shares:
-                _say(f"Its {_n(len(shares), 'active share')} end too: "
-                     f"{escape(', '.join(s.target_project for s in shares))}.")
+                _say(
+                    f"Its {_n(len(shares), 'active share')} end too: "
+                    f"{escape(', '.join(s.target_project for s in shares))}."
+                )
             _say("Its key is destroyed, so no copy of the data can be read again.")
             _confirm("dataset", dataset, as_json)
         client.shred_dataset(project, dataset, confirm=dataset)
-    _show({"project": project, "dataset": dataset, "shredded": True, **inv, "shares_revoked": len(shares)},
-          as_json, message=f"shredded {dataset}: {_counts(inv)} are unreadable from now on")
+    _show(
+        {"project": project, "dataset": dataset, "shredded": True, **inv, "shares_revoked": len(shares)},
+        as_json,
+        message=f"shredded {dataset}: {_counts(inv)} are unreadable from now on",
+    )
 
 
 def project_delete(project: ProjectArg, yes: YesFlag = False, as_json: JsonFlag = False) -> None:
@@ -443,14 +552,19 @@ def project_delete(project: ProjectArg, yes: YesFlag = False, as_json: JsonFlag 
             for key, value in _inventory(client, project, d.name).items():
                 totals[key] += value
         if not yes:
-            _say(f"This permanently deletes project [bold]{escape(project)}[/bold], its members and shares, "
-                 f"and destroys the keys of its {_n(len(own), 'dataset')}: {escape(_counts(totals))}.")
+            _say(
+                f"This permanently deletes project [bold]{escape(project)}[/bold], its members and shares, "
+                f"and destroys the keys of its {_n(len(own), 'dataset')}: {escape(_counts(totals))}."
+            )
             _say("No copy of the data can be read again.")
             _confirm("project", project, as_json)
         client.delete_project(project, confirm=project)
-    _show({"project": project, "deleted": True, **totals}, as_json,
-          message=f"deleted project {project}: {_n(len(own), 'dataset')}, {_counts(totals)} are unreadable "
-                  "from now on")
+    _show(
+        {"project": project, "deleted": True, **totals},
+        as_json,
+        message=f"deleted project {project}: {_n(len(own), 'dataset')}, {_counts(totals)} are unreadable "
+        "from now on",
+    )
 
 
 def project_settings(
@@ -461,8 +575,11 @@ def project_settings(
     """A project's data settings (data owners)."""
     with _server(as_json) as client:
         updated = client.update_project_settings(project, query_row_limit=query_row_limit)
-    _show(updated, as_json, message=f"queries in {project} now return at most {updated.query_row_limit} rows "
-                                    "to data scientists")
+    _show(
+        updated,
+        as_json,
+        message=f"queries in {project} now return at most {updated.query_row_limit} rows to data scientists",
+    )
 
 
 # --------------------------------------------------------------------------- query
@@ -487,8 +604,9 @@ def _value(value: Any) -> str:
 def query(
     project: ProjectArg,
     sql: Annotated[str | None, typer.Argument(help="one read-only SQL statement")] = None,
-    file: Annotated[Path | None, typer.Option(
-        "--file", "-f", help="read the SQL from this file ('-': stdin)")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="read the SQL from this file ('-': stdin)")
+    ] = None,
     max_rows: Annotated[int | None, typer.Option(min=1, help="return at most this many rows")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -527,4 +645,3 @@ def register(app: typer.Typer) -> None:
         app.add_typer(group, name="project")
     group.command("delete")(project_delete)
     group.command("settings")(project_settings)
-

@@ -82,8 +82,11 @@ def _api_error(response: httpx.Response) -> SanctumAPIError:
         return SanctumAPIError(response.status_code, str(error["code"]), str(error["message"]))
     except (ValueError, KeyError, TypeError):
         snippet = " ".join(response.text.split())[:200] or response.reason_phrase
-        return SanctumAPIError(response.status_code, f"http_{response.status_code}",
-                               f"HTTP {response.status_code} from {response.request.url.host}: {snippet}")
+        return SanctumAPIError(
+            response.status_code,
+            f"http_{response.status_code}",
+            f"HTTP {response.status_code} from {response.request.url.host}: {snippet}",
+        )
 
 
 class Client(DatasetsMixin):
@@ -93,8 +96,15 @@ class Client(DatasetsMixin):
     ``TestClient``); it is used as is (with its own timeout) and not closed here.
     """
 
-    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
-                 http: httpx.Client | None = None, insecure_http: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        http: httpx.Client | None = None,
+        insecure_http: bool = False,
+    ) -> None:
         self.url = normalise_url(url, insecure_http=insecure_http or http is not None)
         self.token = token
         self.timeout = timeout
@@ -102,13 +112,18 @@ class Client(DatasetsMixin):
         self._http = http if http is not None else httpx.Client(timeout=timeout)
 
     @classmethod
-    def login(cls, url: str, email: str, password: str, totp: str | None = None,
-              **kwargs: Any) -> tuple[Self, LoginResponse]:
+    def login(
+        cls, url: str, email: str, password: str, totp: str | None = None, **kwargs: Any
+    ) -> tuple[Self, LoginResponse]:
         """Exchange a password (and a TOTP or recovery code, once enrolled) for a login token."""
         client = cls(url, **kwargs)
         try:
-            result = client._call("POST", "/auth/token", LoginResponse,
-                                  json=_body(LoginRequest, email=email, password=password, totp=totp))
+            result = client._call(
+                "POST",
+                "/auth/token",
+                LoginResponse,
+                json=_body(LoginRequest, email=email, password=password, totp=totp),
+            )
         except BaseException:
             client.close()
             raise
@@ -136,16 +151,24 @@ class Client(DatasetsMixin):
 
     # ------------------------------------------------------------------ transport
 
-    def _call(self, method: str, path: str, expect: Any = None, *, json: Any = None,
-              params: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        expect: Any = None,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         if params:
             params = {k: v for k, v in params.items() if v is not None}
         try:
-            response = self._http.request(method, self.url + API + path, json=json, params=params,
-                                          headers=headers)
+            response = self._http.request(
+                method, self.url + API + path, json=json, params=params, headers=headers
+            )
         except httpx.TimeoutException as exc:
             raise SanctumConnectionError(f"{self.url} did not answer in time ({exc})") from exc
         except httpx.TransportError as exc:
@@ -158,9 +181,12 @@ class Client(DatasetsMixin):
         try:
             return _adapter(expect).validate_json(response.content)
         except ValidationError as exc:
-            raise SanctumAPIError(response.status_code, "invalid_response",
-                                  f"unexpected answer from {self.url} (is it a Sanctum server of this "
-                                  f"version?): {_validation_message(exc)}") from None
+            raise SanctumAPIError(
+                response.status_code,
+                "invalid_response",
+                f"unexpected answer from {self.url} (is it a Sanctum server of this "
+                f"version?): {_validation_message(exc)}",
+            ) from None
 
     # ------------------------------------------------------------------ you
 
@@ -183,11 +209,21 @@ class Client(DatasetsMixin):
     # ------------------------------------------------------------------ tokens
 
     def list_tokens(self, *, include_inactive: bool = False) -> list[TokenPublic]:
-        return self._call("GET", "/tokens", list[TokenPublic],
-                          params={"include_inactive": "true" if include_inactive else None})
+        return self._call(
+            "GET",
+            "/tokens",
+            list[TokenPublic],
+            params={"include_inactive": "true" if include_inactive else None},
+        )
 
-    def create_token(self, name: str, *, scopes: list[str] | None = None, project: str | None = None,
-                     expires_in_days: int | None = None) -> TokenCreated:
+    def create_token(
+        self,
+        name: str,
+        *,
+        scopes: list[str] | None = None,
+        project: str | None = None,
+        expires_in_days: int | None = None,
+    ) -> TokenCreated:
         """A named API token; ``token`` on the result is the secret, shown this once."""
         body = _body(TokenCreate, name=name, scopes=scopes, project=project, expires_in_days=expires_in_days)
         return self._call("POST", "/tokens", TokenCreated, json=body)
@@ -211,29 +247,47 @@ class Client(DatasetsMixin):
         return self._call("GET", f"/projects/{_segment(project)}/members", list[MemberPublic])
 
     def add_member(self, project: str, email: str, role: str) -> MemberPublic:
-        return self._call("POST", f"/projects/{_segment(project)}/members", MemberPublic,
-                          json=_body(MemberCreate, email=email, role=role))
+        return self._call(
+            "POST",
+            f"/projects/{_segment(project)}/members",
+            MemberPublic,
+            json=_body(MemberCreate, email=email, role=role),
+        )
 
     def set_member_role(self, project: str, email: str, role: str) -> MemberPublic:
-        return self._call("PATCH", f"/projects/{_segment(project)}/members/{_segment(email)}", MemberPublic,
-                          json=_body(MemberUpdate, role=role))
+        return self._call(
+            "PATCH",
+            f"/projects/{_segment(project)}/members/{_segment(email)}",
+            MemberPublic,
+            json=_body(MemberUpdate, role=role),
+        )
 
     def remove_member(self, project: str, email: str) -> None:
         self._call("DELETE", f"/projects/{_segment(project)}/members/{_segment(email)}")
 
     # ------------------------------------------------------------------ audit
 
-    def project_audit(self, project: str, *, after: int = 0, limit: int = 100,
-                      action: str | None = None) -> AuditPage:
+    def project_audit(
+        self, project: str, *, after: int = 0, limit: int = 100, action: str | None = None
+    ) -> AuditPage:
         """One page of a project's trail (owners and auditors); continue with ``after=page.next_after``."""
-        return self._call("GET", f"/projects/{_segment(project)}/audit", AuditPage,
-                          params={"after": after, "limit": limit, "action": action})
+        return self._call(
+            "GET",
+            f"/projects/{_segment(project)}/audit",
+            AuditPage,
+            params={"after": after, "limit": limit, "action": action},
+        )
 
-    def platform_audit(self, *, after: int = 0, limit: int = 100, action: str | None = None,
-                       project: str | None = None) -> AuditPage:
+    def platform_audit(
+        self, *, after: int = 0, limit: int = 100, action: str | None = None, project: str | None = None
+    ) -> AuditPage:
         """The whole platform's trail (admins)."""
-        return self._call("GET", "/audit", AuditPage,
-                          params={"after": after, "limit": limit, "action": action, "project": project})
+        return self._call(
+            "GET",
+            "/audit",
+            AuditPage,
+            params={"after": after, "limit": limit, "action": action, "project": project},
+        )
 
     def verify_audit(self) -> AuditVerifyPublic:
         """Have the server recompute the hash chain (admins)."""
@@ -244,8 +298,10 @@ class Client(DatasetsMixin):
     def list_users(self) -> list[UserPublic]:
         return self._call("GET", "/admin/users", list[UserPublic])
 
-    def create_user(self, email: str, password: str, *, admin: bool = False,
-                    can_create_projects: bool = True) -> UserPublic:
-        body = _body(UserCreate, email=email, password=password, admin=admin,
-                     can_create_projects=can_create_projects)
+    def create_user(
+        self, email: str, password: str, *, admin: bool = False, can_create_projects: bool = True
+    ) -> UserPublic:
+        body = _body(
+            UserCreate, email=email, password=password, admin=admin, can_create_projects=can_create_projects
+        )
         return self._call("POST", "/admin/users", UserPublic, json=body)

@@ -89,13 +89,18 @@ def load(env: Mapping[str, str] | None = None) -> Credentials | None:
         )
     try:
         data = json.loads(path.read_text())
-        creds = Credentials(url=str(data["url"]), token=str(data["token"]), expires_at=data.get("expires_at"),
-                            email=data.get("email"))
+        creds = Credentials(
+            url=str(data["url"]),
+            token=str(data["token"]),
+            expires_at=data.get("expires_at"),
+            email=data.get("email"),
+        )
         _ = creds.expired  # a malformed date is a damaged file, said here rather than later
         return creds
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SanctumConfigError(f"cannot read {path} ({exc}); run 'sanctum login' again",
-                                 code="bad_credentials_file") from exc
+        raise SanctumConfigError(
+            f"cannot read {path} ({exc}); run 'sanctum login' again", code="bad_credentials_file"
+        ) from exc
 
 
 def delete(env: Mapping[str, str] | None = None) -> bool:

@@ -21,23 +21,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
-import stat
 import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
-from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
-from sanctum.datasets import paths
-from sanctum.errors import InvalidInput
 from sanctum.schemas.datasets import (
     DatasetCreate,
     DatasetPublic,
@@ -52,211 +46,23 @@ from sanctum.schemas.datasets import (
 from sanctum.schemas.projects import ProjectPublic
 from sanctum.sdk import client as _wire  # circular on purpose: client.py imports this module first
 from sanctum.sdk.errors import SanctumAPIError, SanctumConnectionError, SanctumSDKError
+from sanctum.sdk.upload_plan import (
+    CHUNK,
+    TABLE_FILE,
+    Progress,
+    UploadError,
+    UploadItem,
+    _check_unique,
+    _dataset_url,
+    _file_url,
+    _segment,
+    _version_url,
+    archive_items,
+    dataset_path,
+    directory_items,
+)
 
 log = logging.getLogger("sanctum.sdk")
-
-CHUNK = 1024 * 1024
-TABLE_FILE = "table.parquet"  # where the server keeps a table version's one file
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-Progress = Callable[[int], None]
-"""Called with the number of bytes just moved (an increment, as ``rich``'s ``advance`` takes)."""
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-class UploadError(SanctumSDKError):
-    """An upload refused on this side before it was sent, or a local file that could not be read."""
-
-    code = "invalid_upload"
-
-
-@dataclass(frozen=True)
-class UploadItem:
-    """One file of an upload: where it goes in the version, its size, and how to open it."""
-
-    path: str
-    size: int
-    open: Callable[[], AbstractContextManager[BinaryIO]]
-    origin: str  # what messages call it: the local file, or ``archive.zip:entry``
-
-
-def _segment(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _dataset_url(project: str, dataset: str) -> str:
-    return f"/projects/{_segment(project)}/datasets/{_segment(dataset)}"
-
-
-def _version_url(project: str, dataset: str, version: int) -> str:
-    return f"{_dataset_url(project, dataset)}/versions/{int(version)}"
-
-
-def _file_url(project: str, dataset: str, version: int, path: str) -> str:
-    return f"{_version_url(project, dataset, version)}/files/{quote(path, safe='/')}"
-
-
-def dataset_path(value: str, *, origin: str | None = None) -> str:
-    """The canonical (NFC) form of a path inside a version, or ``UploadError`` saying what is wrong
-    with it, as the server would (the server's own rules, applied before anything is sent)."""
-    where = f"{origin}: " if origin else ""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise UploadError(f"{where}file name is not valid UTF-8", code="invalid_path") from None
-    try:
-        return paths.file_path(value)
-    except InvalidInput as exc:
-        raise UploadError(f"{where}{exc.message}", code="invalid_path") from None
-
-
-def _joined(prefix: str, name: str) -> str:
-    """``name`` under the folder ``prefix`` (checked with it afterwards: ``/x`` stays absolute)."""
-    return f"{prefix.rstrip('/')}/{name}" if prefix else name
-
-
-def _check_unique(items: Sequence[UploadItem]) -> None:
-    seen: dict[str, str] = {}
-    for item in items:
-        if item.path in seen:
-            raise UploadError(
-                f"{item.origin} and {seen[item.path]} would both be {item.path!r} in the version",
-                code="duplicate_path",
-            )
-        seen[item.path] = item.origin
-
-
-# --------------------------------------------------------------------------- planning uploads
-
-
-def file_item(source: Path, path: str | None = None) -> UploadItem:
-    """One local file, as ``path`` in the version (default: its name)."""
-    try:
-        info = source.stat()
-    except OSError as exc:
-        raise UploadError(f"cannot read {source}: {exc.strerror}", code="read_error") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise UploadError(f"{source} is not a regular file", code="not_a_file")
-    target = dataset_path(path if path is not None else source.name, origin=str(source))
-    return UploadItem(target, info.st_size, lambda: source.open("rb"), str(source))
-
-
-def directory_items(directory: Path, *, prefix: str = "") -> tuple[list[UploadItem], list[str]]:
-    """Every regular file under ``directory`` (relative POSIX paths, under ``prefix``), and what was
-    skipped: symbolic links (never followed, so nothing outside the folder is sent) and special files."""
-    if not directory.is_dir():
-        raise UploadError(f"{directory} is not a directory", code="not_a_directory")
-    items: list[UploadItem] = []
-    skipped: list[str] = []
-
-    def on_error(exc: OSError) -> None:
-        raise UploadError(f"cannot read {exc.filename}: {exc.strerror}", code="read_error")
-
-    for root, dirs, files in os.walk(directory, onerror=on_error):
-        for name in sorted(dirs):
-            if os.path.islink(os.path.join(root, name)):
-                skipped.append(f"{os.path.join(root, name)} (symbolic link to a folder)")
-        for name in sorted(files):
-            local = Path(root, name)
-            try:
-                info = local.lstat()
-            except OSError as exc:
-                raise UploadError(f"cannot read {local}: {exc.strerror}", code="read_error") from None
-            if stat.S_ISLNK(info.st_mode):
-                skipped.append(f"{local} (symbolic link)")
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                skipped.append(f"{local} (not a regular file)")
-                continue
-            relative = local.relative_to(directory).as_posix()
-            path = dataset_path(_joined(prefix, relative), origin=str(local))
-            items.append(UploadItem(path, info.st_size, lambda local=local: local.open("rb"), str(local)))
-    items.sort(key=lambda item: item.path)
-    _check_unique(items)
-    return items, skipped
-
-
-def is_archive(source: Path) -> bool:
-    return source.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def _entry_path(archive: Path, name: str, prefix: str) -> str:
-    origin = f"{archive.name}:{name}"
-    if "\x00" in name:
-        raise UploadError(f"{origin!r}: entry name contains NUL", code="unsafe_entry")
-    if name.startswith("/") or _DRIVE.match(name):
-        raise UploadError(f"{origin}: absolute entry paths are refused (zip slip)", code="unsafe_entry")
-    while name.startswith("./"):  # ``tar -C dir .`` writes ./a/b: harmless, and very common
-        name = name[2:]
-    try:
-        return dataset_path(_joined(prefix, name))
-    except UploadError as exc:
-        raise UploadError(f"{origin}: {exc.message}", code="unsafe_entry") from None
-
-
-def _zip_items(archive: Path, zf: zipfile.ZipFile, prefix: str) -> list[UploadItem]:
-    items = []
-    for info in zf.infolist():
-        name = info.orig_filename  # ``filename`` is cut at a NUL; the original shows it
-        if info.is_dir() and "\x00" not in name:
-            continue
-        mode = info.external_attr >> 16
-        kind = stat.S_IFMT(mode)
-        if info.create_system == 3 and kind and kind != stat.S_IFREG:  # unix attributes: links, devices
-            what = "a symbolic link" if kind == stat.S_IFLNK else "not a regular file"
-            raise UploadError(f"{archive.name}:{name}: entry is {what}; refused", code="unsafe_entry")
-        path = _entry_path(archive, name, prefix)
-        if info.flag_bits & 0x1:
-            raise UploadError(f"{archive.name}:{name}: encrypted entries are not supported",
-                              code="unsupported_entry")
-        items.append(UploadItem(path, info.file_size,
-                                lambda info=info: cast(BinaryIO, zf.open(info)), f"{archive.name}:{name}"))
-    return items
-
-
-def _tar_items(archive: Path, tf: tarfile.TarFile, prefix: str) -> list[UploadItem]:
-    items = []
-    for member in tf.getmembers():
-        if member.isdir():
-            continue
-        if not member.isreg():
-            what = ("a symbolic link" if member.issym() else "a hard link" if member.islnk()
-                    else "a device or pipe" if member.isdev() else "not a regular file")
-            raise UploadError(f"{archive.name}:{member.name}: entry is {what}; refused", code="unsafe_entry")
-        path = _entry_path(archive, member.name, prefix)
-
-        def opener(member: tarfile.TarInfo = member) -> BinaryIO:
-            stream = tf.extractfile(member)
-            assert stream is not None  # regular members always have data
-            return cast(BinaryIO, stream)
-
-        items.append(UploadItem(path, member.size, opener, f"{archive.name}:{member.name}"))
-    return items
-
-
-@contextmanager
-def archive_items(archive: Path, *, prefix: str = "") -> Iterator[list[UploadItem]]:
-    """The files of a .zip or .tar(.gz|.bz2|.xz) archive, read entry by entry from the archive while
-    uploading (nothing is extracted to disk). The whole listing is checked first: absolute paths,
-    ``..``, backslashes, NUL, links and devices are refused before anything is sent."""
-    with ExitStack() as stack:
-        try:
-            if archive.name.lower().endswith(".zip"):
-                zf = stack.enter_context(zipfile.ZipFile(archive))
-                items = _zip_items(archive, zf, prefix)
-            else:
-                tf = stack.enter_context(tarfile.open(archive, "r:*"))
-                items = _tar_items(archive, tf, prefix)
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-            raise UploadError(f"{archive}: not a readable archive ({exc})", code="bad_archive") from None
-        except OSError as exc:
-            raise UploadError(f"cannot read {archive}: {exc.strerror or exc}", code="read_error") from None
-        items.sort(key=lambda item: item.path)
-        _check_unique(items)
-        yield items
-
-
-# --------------------------------------------------------------------------- streaming
 
 
 def _source_chunks(stream: BinaryIO, size: int, digest: Any, progress: Progress | None) -> Iterator[bytes]:
@@ -266,16 +72,19 @@ def _source_chunks(stream: BinaryIO, size: int, digest: Any, progress: Progress 
     while sent < size:
         chunk = _read(stream, min(CHUNK, size - sent))
         if not chunk:
-            raise UploadError(f"the source ended after {sent} of {size} bytes (did it change while "
-                              "uploading?)", code="source_changed")
+            raise UploadError(
+                f"the source ended after {sent} of {size} bytes (did it change while uploading?)",
+                code="source_changed",
+            )
         sent += len(chunk)
         digest.update(chunk)
         if progress:
             progress(len(chunk))
         yield chunk
     if _read(stream, 1):
-        raise UploadError(f"the source is longer than {size} bytes (did it change while uploading?)",
-                          code="source_changed")
+        raise UploadError(
+            f"the source is longer than {size} bytes (did it change while uploading?)", code="source_changed"
+        )
 
 
 def _read(stream: BinaryIO, size: int) -> bytes:
@@ -319,8 +128,15 @@ class DatasetsMixin:
 
     if TYPE_CHECKING:
 
-        def _call(self, method: str, path: str, expect: Any = None, *, json: Any = None,
-                  params: dict[str, Any] | None = None) -> Any: ...
+        def _call(
+            self,
+            method: str,
+            path: str,
+            expect: Any = None,
+            *,
+            json: Any = None,
+            params: dict[str, Any] | None = None,
+        ) -> Any: ...
 
     # ------------------------------------------------------------------ datasets
 
@@ -328,8 +144,9 @@ class DatasetsMixin:
         """The project's own datasets, and datasets shared into it as ``<source project>.<name>``."""
         return self._call("GET", f"/projects/{_segment(project)}/datasets", list[DatasetPublic])
 
-    def create_dataset(self, project: str, name: str, *, kind: str = "files",
-                       description: str = "") -> DatasetPublic:
+    def create_dataset(
+        self, project: str, name: str, *, kind: str = "files", description: str = ""
+    ) -> DatasetPublic:
         """A new, empty dataset: ``kind`` is ``files`` (any files) or ``table`` (one CSV/Parquet)."""
         body = _wire._body(DatasetCreate, name=name, kind=kind, description=description)
         return self._call("POST", f"/projects/{_segment(project)}/datasets", DatasetPublic, json=body)
@@ -345,8 +162,12 @@ class DatasetsMixin:
     # ------------------------------------------------------------------ versions
 
     def list_versions(self, project: str, dataset: str, *, drafts: bool = False) -> list[VersionPublic]:
-        return self._call("GET", f"{_dataset_url(project, dataset)}/versions", list[VersionPublic],
-                          params={"drafts": "true" if drafts else None})
+        return self._call(
+            "GET",
+            f"{_dataset_url(project, dataset)}/versions",
+            list[VersionPublic],
+            params={"drafts": "true" if drafts else None},
+        )
 
     def get_version(self, project: str, dataset: str, version: int) -> VersionPublic:
         return self._call("GET", _version_url(project, dataset, version), VersionPublic)
@@ -365,9 +186,17 @@ class DatasetsMixin:
 
     # ------------------------------------------------------------------ bytes in
 
-    def upload_file(self, project: str, dataset: str, version: int, path: str,
-                    source: Path | BinaryIO | bytes, *, size: int | None = None,
-                    progress: Progress | None = None) -> FilePublic:
+    def upload_file(
+        self,
+        project: str,
+        dataset: str,
+        version: int,
+        path: str,
+        source: Path | BinaryIO | bytes,
+        *,
+        size: int | None = None,
+        progress: Progress | None = None,
+    ) -> FilePublic:
         """Stream ``source`` into draft ``version`` as ``path``, a chunk at a time (never read whole).
 
         ``size`` is needed only for streams that cannot seek. The SHA-256 the server computed is
@@ -390,19 +219,30 @@ class DatasetsMixin:
                 size = _stream_size(stream) if size is None else size
             digest = hashlib.sha256()
             entry: FilePublic = self._send(
-                "PUT", _file_url(project, dataset, version, path), FilePublic,
+                "PUT",
+                _file_url(project, dataset, version, path),
+                FilePublic,
                 content=_source_chunks(stream, size, digest, progress),
                 headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
             )
         if entry.path != TABLE_FILE and entry.sha256 != digest.hexdigest():
-            raise SanctumAPIError(502, "checksum_mismatch",
-                                  f"the server stored {path} with SHA-256 {entry.sha256}, but "
-                                  f"{digest.hexdigest()} was sent; do not commit this version")
+            raise SanctumAPIError(
+                502,
+                "checksum_mismatch",
+                f"the server stored {path} with SHA-256 {entry.sha256}, but "
+                f"{digest.hexdigest()} was sent; do not commit this version",
+            )
         return entry
 
-    def upload_items(self, project: str, dataset: str, items: Sequence[UploadItem], *,
-                     progress: Progress | None = None,
-                     on_file: Callable[[UploadItem], None] | None = None) -> VersionPublic:
+    def upload_items(
+        self,
+        project: str,
+        dataset: str,
+        items: Sequence[UploadItem],
+        *,
+        progress: Progress | None = None,
+        on_file: Callable[[UploadItem], None] | None = None,
+    ) -> VersionPublic:
         """One new version holding ``items``: draft, every file, commit. If a file fails, the draft
         is left uncommitted (nothing becomes visible) and the error names the file."""
         if not items:
@@ -415,8 +255,9 @@ class DatasetsMixin:
             label = f"{item.origin} (version {draft.number} left uncommitted)"
             try:
                 with item.open() as stream:
-                    self.upload_file(project, dataset, draft.number, item.path, stream,
-                                     size=item.size, progress=progress)
+                    self.upload_file(
+                        project, dataset, draft.number, item.path, stream, size=item.size, progress=progress
+                    )
             except SanctumSDKError as exc:
                 raise _labelled(exc, label) from exc
             except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
@@ -424,8 +265,15 @@ class DatasetsMixin:
                 raise UploadError(f"{label}: cannot read it: {reason}", code="read_error") from exc
         return self.commit_version(project, dataset, draft.number)
 
-    def upload_directory(self, project: str, dataset: str, directory: Path, *,
-                         prefix: str = "", progress: Progress | None = None) -> VersionPublic:
+    def upload_directory(
+        self,
+        project: str,
+        dataset: str,
+        directory: Path,
+        *,
+        prefix: str = "",
+        progress: Progress | None = None,
+    ) -> VersionPublic:
         """Every regular file under ``directory`` as one new version (paths relative to it, under
         ``prefix``). Symbolic links are skipped, with a warning on the ``sanctum.sdk`` logger."""
         items, skipped = directory_items(Path(directory), prefix=prefix)
@@ -433,8 +281,9 @@ class DatasetsMixin:
             log.warning("skipped %s", what)
         return self.upload_items(project, dataset, items, progress=progress)
 
-    def upload_archive(self, project: str, dataset: str, archive: Path, *,
-                       prefix: str = "", progress: Progress | None = None) -> VersionPublic:
+    def upload_archive(
+        self, project: str, dataset: str, archive: Path, *, prefix: str = "", progress: Progress | None = None
+    ) -> VersionPublic:
         """The entries of a .zip or .tar(.gz) archive as one new version, streamed from the archive.
         Unsafe entries (zip slip, links, devices) are refused before anything is sent."""
         with archive_items(Path(archive), prefix=prefix) as items:
@@ -442,9 +291,18 @@ class DatasetsMixin:
 
     # ------------------------------------------------------------------ bytes out
 
-    def download_file(self, project: str, dataset: str, version: int, path: str,
-                      dest: Path | BinaryIO, *, byte_range: tuple[int, int | None] | None = None,
-                      progress: Progress | None = None, expected: FilePublic | None = None) -> Path | None:
+    def download_file(
+        self,
+        project: str,
+        dataset: str,
+        version: int,
+        path: str,
+        dest: Path | BinaryIO,
+        *,
+        byte_range: tuple[int, int | None] | None = None,
+        progress: Progress | None = None,
+        expected: FilePublic | None = None,
+    ) -> Path | None:
         """Stream a file (data owners only) to ``dest``: a file path, a directory (the file's name
         is kept), or a writable binary stream. Returns the path written (None for a stream).
 
@@ -468,12 +326,14 @@ class DatasetsMixin:
         try:
             fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:100]}.", suffix=".part")
         except OSError as exc:
-            raise SanctumSDKError(f"cannot write in {target.parent}: {exc.strerror}",
-                                  code="write_error") from None
+            raise SanctumSDKError(
+                f"cannot write in {target.parent}: {exc.strerror}", code="write_error"
+            ) from None
         try:
             with os.fdopen(fd, "wb") as out:
-                self._receive(project, dataset, version, path, cast(BinaryIO, out), byte_range, progress,
-                              expected)
+                self._receive(
+                    project, dataset, version, path, cast(BinaryIO, out), byte_range, progress, expected
+                )
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(part, target)
@@ -487,9 +347,17 @@ class DatasetsMixin:
             raise
         return target
 
-    def _receive(self, project: str, dataset: str, version: int, path: str, out: BinaryIO,
-                 byte_range: tuple[int, int | None] | None, progress: Progress | None,
-                 expected: FilePublic | None) -> None:
+    def _receive(
+        self,
+        project: str,
+        dataset: str,
+        version: int,
+        path: str,
+        out: BinaryIO,
+        byte_range: tuple[int, int | None] | None,
+        progress: Progress | None,
+        expected: FilePublic | None,
+    ) -> None:
         headers = self._auth_headers()
         if byte_range is not None:
             start, stop = byte_range
@@ -504,8 +372,11 @@ class DatasetsMixin:
                     response.read()
                     raise _wire._api_error(response)
                 if byte_range is not None and response.status_code != 206:
-                    raise SanctumAPIError(response.status_code, "range_ignored",
-                                          "the server sent the whole file instead of the range asked for")
+                    raise SanctumAPIError(
+                        response.status_code,
+                        "range_ignored",
+                        "the server sent the whole file instead of the range asked for",
+                    )
                 for chunk in response.iter_bytes(CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
@@ -515,17 +386,25 @@ class DatasetsMixin:
         except httpx.TransportError as exc:
             reason = _transport(self.url, exc).message
             raise SanctumConnectionError(
-                f"the download of {path} broke off after {received} bytes: {reason}") from exc
-        if byte_range is None and expected is not None and (
-                received != expected.size or digest.hexdigest() != expected.sha256):
-            raise SanctumAPIError(502, "checksum_mismatch",
-                                  f"{path}: received {received} bytes with SHA-256 {digest.hexdigest()}, "
-                                  f"the manifest says {expected.size} bytes with {expected.sha256}")
+                f"the download of {path} broke off after {received} bytes: {reason}"
+            ) from exc
+        if (
+            byte_range is None
+            and expected is not None
+            and (received != expected.size or digest.hexdigest() != expected.sha256)
+        ):
+            raise SanctumAPIError(
+                502,
+                "checksum_mismatch",
+                f"{path}: received {received} bytes with SHA-256 {digest.hexdigest()}, "
+                f"the manifest says {expected.size} bytes with {expected.sha256}",
+            )
 
     # ------------------------------------------------------------------ sharing
 
-    def share_dataset(self, project: str, dataset: str, target_project: str, *,
-                      access: str = "read") -> SharePublic:
+    def share_dataset(
+        self, project: str, dataset: str, target_project: str, *, access: str = "read"
+    ) -> SharePublic:
         """Offer the dataset to another project (nothing is copied); its owners accept or decline."""
         body = _wire._body(ShareCreate, project=target_project, access=access)
         return self._call("POST", f"{_dataset_url(project, dataset)}/shares", SharePublic, json=body)
@@ -538,8 +417,9 @@ class DatasetsMixin:
         return self._call("POST", f"/projects/{_segment(project)}/shares/{int(share_id)}/accept", SharePublic)
 
     def decline_share(self, project: str, share_id: int) -> SharePublic:
-        return self._call("POST", f"/projects/{_segment(project)}/shares/{int(share_id)}/decline",
-                          SharePublic)
+        return self._call(
+            "POST", f"/projects/{_segment(project)}/shares/{int(share_id)}/decline", SharePublic
+        )
 
     def revoke_share(self, project: str, share_id: int) -> None:
         """The source withdraws the share, or the target leaves it: access ends at once."""
@@ -570,12 +450,17 @@ class DatasetsMixin:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def _send(self, method: str, path: str, expect: Any, *, content: Iterator[bytes],
-              headers: dict[str, str]) -> Any:
+    def _send(
+        self, method: str, path: str, expect: Any, *, content: Iterator[bytes], headers: dict[str, str]
+    ) -> Any:
         """``_call`` for a streamed request body (``content`` yields it chunk by chunk)."""
         try:
-            response = self._http.request(method, self.url + _wire.API + path, content=content,
-                                          headers={**self._auth_headers(), **headers})
+            response = self._http.request(
+                method,
+                self.url + _wire.API + path,
+                content=content,
+                headers={**self._auth_headers(), **headers},
+            )
         except httpx.TransportError as exc:
             raise _transport(self.url, exc) from exc
         if response.status_code >= 400:
@@ -584,8 +469,9 @@ class DatasetsMixin:
             return _wire._adapter(expect).validate_json(response.content)
         except ValidationError as exc:
             reason = _wire._validation_message(exc)
-            raise SanctumAPIError(response.status_code, "invalid_response",
-                                  f"unexpected answer from {self.url}: {reason}") from None
+            raise SanctumAPIError(
+                response.status_code, "invalid_response", f"unexpected answer from {self.url}: {reason}"
+            ) from None
 
 
 class _MemoryReader:
@@ -596,7 +482,7 @@ class _MemoryReader:
 
     def read(self, n: int = -1) -> bytes:
         end = len(self._data) if n < 0 else min(len(self._data), self._at + n)
-        chunk, self._at = bytes(self._data[self._at:end]), end
+        chunk, self._at = bytes(self._data[self._at : end]), end
         return chunk
 
     def __enter__(self) -> _MemoryReader:

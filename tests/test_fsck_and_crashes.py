@@ -117,7 +117,7 @@ def test_server_killed_mid_upload_leaves_no_partial_version(settings, people, ru
             yield b"never"
 
         def upload():
-            with contextlib.suppress(httpx.HTTPError):
+            with contextlib.suppress(Exception):  # the server dies mid-request: any error is expected
                 httpx.put(
                     f"{base}/scans/versions/1/files/big.bin",
                     content=body(),

@@ -22,7 +22,6 @@ from sanctum.accounts.tokens import AuthFailure, TokenKind
 from sanctum.api.runtime import Runtime
 from sanctum.audit import AuditContext, record
 from sanctum.db.models import Project
-from sanctum.db.session import finish
 from sanctum.errors import Denied, NotFound, Unauthenticated
 from sanctum.projects import service as projects
 from sanctum.projects.service import ProjectContext
@@ -59,15 +58,8 @@ async def get_db(request: Request, runtime: RuntimeDep) -> AsyncIterator[Session
     """
     endpoint = request.scope.get("endpoint")
     reads_only = request.method in SAFE_METHODS or getattr(endpoint, "sanctum_read_session", False)
-    session = runtime.db.new_session(write=not reads_only)
-    try:
+    with runtime.db.session(write=not reads_only) as session:
         yield session
-        session.commit()
-    except BaseException as exc:
-        finish(session, exc)
-        raise
-    finally:
-        session.close()
 
 
 DbSession = Annotated[Session, Depends(get_db)]

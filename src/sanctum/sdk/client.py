@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from functools import lru_cache
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
@@ -10,6 +9,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from sanctum.config import is_loopback
 from sanctum.schemas.admin import UserCreate, UserPublic
 from sanctum.schemas.audit import AuditPage, AuditVerifyPublic
 from sanctum.schemas.auth import (
@@ -53,22 +53,13 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def normalise_url(url: str, *, insecure_http: bool = False) -> str:
     """``https://host[:port]`` (plain http only to this machine): a token never crosses a network bare."""
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SanctumConfigError(f"invalid server URL {url!r}: use https://host[:port]", code="invalid_url")
-    if parts.scheme == "http" and not insecure_http and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not insecure_http and not is_loopback(parts.hostname):
         raise SanctumConfigError(
             f"refusing to send credentials over plain http to {parts.hostname}; use https://",
             code="insecure_url",

@@ -453,3 +453,19 @@ def test_deleting_a_project_shreds_everything(client, world, runtime) -> None:
     assert client.get("/api/v1/projects/alpha", headers=h).status_code == 404
     assert runtime.store.stats()[0] == 0
     assert events(runtime, "project.delete")
+
+
+def test_a_draft_can_be_discarded_but_not_a_version(client, world, runtime) -> None:
+    h = world.h["owner"]
+    make_dataset(client, h)
+    new_version(client, h)
+    put(client, h, "a.txt", b"abandoned")
+    draft = client.get(f"{BASE}/scans/versions/1", headers=h).json()
+    assert (draft["state"], draft["file_count"], draft["total_size"]) == ("draft", 1, 9)
+    assert client.delete(f"{BASE}/scans/versions/1", headers=world.h["scientist"]).status_code == 403
+    assert client.delete(f"{BASE}/scans/versions/1", headers=h).status_code == 204
+    assert client.get(f"{BASE}/scans/versions/1", headers=h).status_code == 404
+    assert runtime.store.stats()[0] == 0
+    number = committed(client, h, {"b.txt": b"kept"})
+    r = client.delete(f"{BASE}/scans/versions/{number}", headers=h)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "immutable"

@@ -50,7 +50,9 @@ class DatasetRef:
         return self.share is None or self.share.access == "write"
 
 
-DATASET_NAME_HELP = "1-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit"  # noqa: E501
+DATASET_NAME_HELP = (
+    "1-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit"
+)
 
 
 def dataset_name(value: str) -> str:
@@ -223,6 +225,17 @@ def file(session: Session, version_: DatasetVersion, path: str) -> VersionFile:
     if found is None:
         raise NotFound("no such file in this version")
     return found
+
+
+def discard_draft(session: Session, ctx: ProjectContext, ref: DatasetRef, number: int) -> list[str]:
+    """Drop an uncommitted draft (an upload given up on); return the blob ids to delete."""
+    found = draft(session, ref, number)
+    blob_ids = [f.blob_id for f in files(session, found)]
+    session.delete(found)  # its file rows go with it (ON DELETE CASCADE)
+    ctx.record(
+        session, "dataset.version.discard", target=f"{ref.address}@{number}", details={"files": len(blob_ids)}
+    )
+    return blob_ids
 
 
 def manifest_digest(entries: list[VersionFile]) -> str:

@@ -120,6 +120,8 @@ def attach(
         session.flush()
     except DbIntegrityError:
         raise Conflict(f"{path} is already in this version", code="duplicate_path") from None
+    found.file_count += 1  # running totals, so a draft shows what it holds before its commit
+    found.total_size += info.size
     details: dict[str, object] = {"path": path, "size": info.size, "sha256": info.sha256}
     if table is not None:
         details["rows"] = table[1]

@@ -108,6 +108,16 @@ def get_version(dataset: str, version: int, ctx: DatasetsReader, db: DbSession) 
     return version_public(catalog.version(db, ref, version, committed=False))
 
 
+@router.delete("/{dataset}/versions/{version}", status_code=204)
+def discard_draft(dataset: str, version: int, ctx: DataImporter, db: DbSession, runtime: RuntimeDep) -> None:
+    """Give up on a draft: it and its uploaded files go. Committed versions are immutable (409)."""
+    ref = catalog.resolve(db, ctx, dataset)
+    blobs = catalog.discard_draft(db, ctx, ref, version)
+    db.commit()
+    for blob_id in blobs:
+        runtime.store.delete(blob_id)
+
+
 @router.post("/{dataset}/versions/{version}/commit")
 def commit_version(dataset: str, version: int, ctx: DataImporter, db: DbSession) -> VersionPublic:
     """Make the draft visible; from now on it never changes."""

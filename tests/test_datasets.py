@@ -357,6 +357,8 @@ def test_share_without_copying(client, world, runtime) -> None:
     )
     assert runtime.store.stats() == blobs_before  # sharing copied nothing
     # Revoking cuts access at once.
+    downloads = [(e.project_name, e.actor_email) for e in events(runtime, "dataset.download")]
+    assert ("alpha", "other-owner@example.org") in downloads  # the owner sees reads through the share
     assert client.delete(f"/api/v1/projects/alpha/shares/{share['id']}", headers=h).status_code == 204
     assert client.get("/api/v1/projects/beta/datasets", headers=target).json() == []
     r = client.post(

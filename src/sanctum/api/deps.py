@@ -260,10 +260,25 @@ def _audit_denial(
         exc.persist = True
 
 
-def record_outside(runtime: Runtime, ctx: ProjectContext, action: str, **kwargs: Any) -> None:
-    """Audit a read (or a change made outside the request session) in a short write session."""
+def record_outside(
+    runtime: Runtime, ctx: ProjectContext, action: str, *, also_for: Project | None = None, **kwargs: Any
+) -> None:
+    """Audit a read (or a change made outside the request session) in a short write session.
+
+    ``also_for``: another project that must see the event in its own trail — the owner of a
+    dataset read through a share.
+    """
     with runtime.db.session() as session:
         ctx.record(session, action, **kwargs)
+        if also_for is not None and also_for.id != ctx.project.id:
+            record(
+                session,
+                ctx.audit,
+                action,
+                project_id=also_for.id,
+                project_name=also_for.name,
+                **{k: v for k, v in kwargs.items() if k in ("target", "details", "outcome")},
+            )
 
 
 async def public() -> None:

@@ -185,6 +185,7 @@ def download_file(
         runtime,
         ctx,
         "dataset.download",
+        also_for=ref.owner if ref.share else None,
         target=f"{ref.address}@{version}",
         details={"path": path, "range": [start, end] if byte_range else None, "sha256": entry.sha256},
     )

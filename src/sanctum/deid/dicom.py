@@ -1,0 +1,350 @@
+"""De-identify one DICOM file under PS3.15 Annex E: pure, bytes in → bytes + report out.
+
+Why one pass over a parsed dataset with a table lookup per element, plus a VR safety net: the
+table (``profile``) says what to do with the attributes the standard knows about, at every
+sequence depth; anything it does not cover — newer attributes, vendor misuse — still gets a safe
+action by VR (names emptied, dates removed or shifted, UIDs pseudonymised, free text removed).
+Private tags go unless allow-listed under Retain Safe Private. The file meta is rebuilt and the
+preamble zeroed. Pixel data is never decoded: its element value is written back byte for byte.
+The finished bytes are then searched for every original value the profile changed (``scan``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from sanctum.deid.profile import Options, effective_action, load_table, method_codes
+from sanctum.deid.pseudonyms import Pseudonymiser, shift_da, shift_dt
+from sanctum.deid.scan import scan
+
+STANDARD_UID_PREFIX = "1.2.840.10008."
+PATIENT_ID = 0x00100020
+PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+FREE_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+STRING_VRS = FREE_TEXT_VRS | {"PN", "DA", "DT", "TM", "UI", "AE", "CS", "AS", "IS", "DS", "UR"}
+#: Coded-concept attributes: vocabulary, not identifiers, so a removed sequence's codes are not
+#: searched for (the same codes legitimately remain elsewhere, e.g. in our own method codes).
+CODE_KEYWORDS = frozenset(
+    {
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "ContextIdentifier",
+        "MappingResource",
+    }
+)
+#: Our Implementation Class UID: a fixed UUID-derived UID, so no third party's UID root (which
+#: could be the prefix of an original UID) is written into the meta group.
+IMPLEMENTATION_UID = "2.25." + str(int.from_bytes(hashlib.sha256(b"sanctum.deid").digest()[:16], "big"))
+#: Dummy values for the D action, by VR; none of them is identifying.
+DUMMY = {
+    "PN": "ANONYMOUS",
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "AS": "000Y",
+    "IS": "0",
+    "DS": "0",
+    "CS": "ANONYMIZED",
+    "AE": "ANONYMOUS",
+    "UR": "urn:sanctum:anonymized",
+    **dict.fromkeys(FREE_TEXT_VRS, "ANONYMIZED"),
+}
+#: SOP Classes whose images routinely carry burned-in text: ultrasound and secondary capture.
+BURNED_IN_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.6.1",
+        "1.2.840.10008.5.1.4.1.1.6.2",
+        "1.2.840.10008.5.1.4.1.1.3.1",
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+    }
+)
+#: (modality, manufacturer substring) pairs flagged for review; "" matches any manufacturer.
+DEFAULT_BURNED_IN_RULES: tuple[tuple[str, str], ...] = (("US", ""), ("XC", ""), ("SC", ""), ("OT", ""))
+
+
+@dataclass
+class Report:
+    """What was done, as counts per ``keyword:action`` — never any identifying value."""
+
+    actions: Counter[str] = field(default_factory=Counter)
+    table_edition: str = ""
+    scan_hits: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    """Output bytes (``None`` when rejected or when the byte scan found a leak) and why."""
+
+    output: bytes | None
+    report: Report
+    quarantine_reasons: list[str] = field(default_factory=list)
+    rejected: str | None = None
+
+
+class _Walk:
+    """State of one de-identification pass: options, pseudonymiser, report, originals to scan."""
+
+    def __init__(self, pseudonymiser: Pseudonymiser, options: Options, patient_key: str) -> None:
+        self.p, self.options, self.table = pseudonymiser, options, load_table()
+        self.report = Report(table_edition=self.table.edition)
+        self.originals: list[tuple[str, str]] = []
+        self.offset = pseudonymiser.date_offset_days(pseudonymiser.patient_id(patient_key))
+
+    def remember(self, name: str, elem: DataElement) -> None:
+        """Record the original string values of ``elem`` (and inside it) for the byte scan."""
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                for inner in item.iterall():
+                    if inner.VR == "SQ" or inner.keyword in CODE_KEYWORDS or inner.tag.is_private:
+                        continue
+                    rule = self.table.rule(int(inner.tag))
+                    inner_action = (
+                        effective_action(rule, self.options, inner.VR) if rule else self.net_action(inner)
+                    )
+                    if inner_action not in ("K", "R"):
+                        self.remember(name, inner)
+            return
+        if elem.VR not in STRING_VRS or elem.VR in ("IS", "DS") or elem.value is None:
+            return
+        values = (
+            elem.value if isinstance(elem.value, list | tuple | pydicom.multival.MultiValue) else [elem.value]
+        )
+        for value in values:
+            text = str(value)
+            if text and not text.startswith(STANDARD_UID_PREFIX):
+                self.originals.append((name, text))
+
+    def uid(self, value: str) -> str:
+        """Pseudonymise one UID, keeping standard (non-identifying) UIDs such as SOP Classes."""
+        return value if str(value).startswith(STANDARD_UID_PREFIX) else self.p.uid(str(value))
+
+    def net_action(self, elem: DataElement) -> str:
+        """The safety-net action for a public element the table does not cover, by VR."""
+        vr, longitudinal = elem.VR, self.options.longitudinal
+        if vr == "PN":
+            return "Z"
+        if vr in ("DA", "DT"):
+            return {"full": "K", "modified": "S"}.get(longitudinal, "Z")
+        if vr == "TM":
+            return "Z" if longitudinal == "none" else "K"
+        if vr == "UI":
+            return "K" if self.options.retain_uids else "U"
+        if vr in FREE_TEXT_VRS:
+            return "X"
+        return "R" if vr == "SQ" else "K"  # R: recurse into a sequence the table does not name
+
+    def dataset(self, ds: Dataset) -> None:
+        """Apply the profile to every element of ``ds``, recursing into sequences."""
+        for elem in list(ds):
+            tag = int(elem.tag)
+            if elem.tag.element == 0 or tag in PIXEL_DATA_TAGS:
+                if elem.tag.element == 0:
+                    del ds[tag]  # group lengths would be stale after the edit
+                continue
+            if elem.tag.is_private:
+                self.private(ds, elem)
+                continue
+            rule = self.table.rule(tag)
+            action = effective_action(rule, self.options, elem.VR) if rule else self.net_action(elem)
+            if tag == PATIENT_ID:
+                action = "P"
+            if elem.VR == "UN" and action in ("U", "S", "P"):
+                action = "X"  # an unparsed value cannot be mapped to a pseudonym or shifted: remove it
+            self.apply(ds, elem, action)
+
+    def private(self, ds: Dataset, elem: DataElement) -> None:
+        """Remove a private element unless its (creator, element byte) is allow-listed."""
+        allowed = self.options.safe_private if self.options.retain_safe_private else frozenset()
+        group, number = elem.tag.group, elem.tag.element
+        if 0x10 <= number <= 0xFF:  # a private creator: keep only if something under it is kept
+            keep = any(creator == str(elem.value).strip() for creator, _ in allowed)
+        else:
+            creator_elem = ds.get((group, number >> 8))
+            creator = str(creator_elem.value).strip() if creator_elem is not None else ""
+            keep = (creator, number & 0xFF) in allowed
+        self.report.actions["private:" + ("K" if keep else "X")] += 1
+        if not keep:
+            del ds[elem.tag]
+
+    def apply(self, ds: Dataset, elem: DataElement, action: str) -> None:
+        """Carry out one action on ``elem`` in ``ds``; count it; remember what it replaced."""
+        name = elem.keyword or str(elem.tag)
+        self.report.actions[f"{name}:{action}"] += 1
+        if action == "R":
+            for item in elem.value or []:
+                self.dataset(item)
+            return
+        if action == "K":
+            return
+        self.remember(name, elem)
+        if action == "X":
+            del ds[elem.tag]
+        elif action == "Z":
+            elem.value = Sequence() if elem.VR == "SQ" else None
+        elif action == "D":
+            self.dummy(elem)
+        elif action == "U":
+            elem.value = [self.uid(v) for v in _values(elem)] if elem.value else None
+        elif action == "P":
+            elem.value = self.p.patient_id(str(elem.value)) if elem.value else None
+        elif action == "S":
+            shift = shift_da if elem.VR == "DA" else shift_dt
+            shifted = [shift(str(v), self.offset) for v in _values(elem)]
+            elem.value = None if None in shifted or not shifted else shifted
+        else:  # pragma: no cover - effective_action returns only the actions above
+            raise ValueError(f"unknown action {action!r}")
+
+    def dummy(self, elem: DataElement) -> None:
+        """Replace by a non-identifying value of the same VR (D)."""
+        vr = elem.VR
+        if vr == "SQ":
+            elem.value = Sequence()
+        elif vr == "UI":
+            elem.value = [self.uid(v) for v in _values(elem)] if elem.value else None
+        elif vr in DUMMY:
+            elem.value = DUMMY[vr]
+        elif vr in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"):
+            elem.value = 0
+        else:
+            elem.value = b"\x00\x00"
+
+
+def _values(elem: DataElement) -> list[str]:
+    """The values of a (possibly multi-valued) string element as a list."""
+    value = elem.value
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def burned_in_reasons(
+    ds: Dataset,
+    rules: tuple[tuple[str, str], ...] = DEFAULT_BURNED_IN_RULES,
+) -> list[str]:
+    """Why this image may carry burned-in text (empty list: no known reason)."""
+    reasons = []
+    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        reasons.append("BurnedInAnnotation is YES")
+    if str(ds.get("SOPClassUID", "")) in BURNED_IN_SOP_CLASSES:
+        reasons.append("SOP Class is ultrasound or secondary capture")
+    modality, maker = str(ds.get("Modality", "")), str(ds.get("Manufacturer", "")).upper()
+    for rule_modality, rule_maker in rules:
+        if modality == rule_modality and rule_maker.upper() in maker:
+            reasons.append(f"modality {modality} is on the burned-in text rule list")
+    return reasons
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    """The transfer syntax to write: the file's own, else inferred from how it was read."""
+    meta_ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if meta_ts:
+        return str(meta_ts)
+    implicit, little = ds.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _markers(ds: Dataset, options: Options, edition: str) -> None:
+    """Write PatientIdentityRemoved, the method text and CID 7050 codes, and the date marker."""
+    codes = method_codes(options)
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = [f"Sanctum PS3.15 E.1-1 {edition}", *(meaning for _, meaning in codes)]
+    items = []
+    for value, meaning in codes:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = Sequence(items)
+    ds.LongitudinalTemporalInformationModified = {"full": "UNMODIFIED", "modified": "MODIFIED"}.get(
+        options.longitudinal, "REMOVED"
+    )
+
+
+def _file_meta(ds: Dataset, old: FileMetaDataset, walk: _Walk) -> FileMetaDataset:
+    """A new file meta group: only what the written dataset needs, nothing carried over."""
+    for keyword in (
+        "SourceApplicationEntityTitle",
+        "SendingApplicationEntityTitle",
+        "ReceivingApplicationEntityTitle",
+        "MediaStorageSOPInstanceUID",
+    ):
+        if keyword in old and not (keyword == "MediaStorageSOPInstanceUID" and walk.options.retain_uids):
+            walk.remember(keyword, old[keyword])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = _transfer_syntax(ds)
+    meta.ImplementationClassUID = IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "SANCTUM_DEID"
+    return meta
+
+
+def _iter_reasons(ds: Dataset) -> Iterator[str]:
+    """Why a parsed dataset cannot be de-identified as a composite instance, if it cannot."""
+    for keyword in ("SOPClassUID", "SOPInstanceUID"):
+        if not ds.get(keyword):
+            yield f"no {keyword}: not a composite DICOM instance"
+
+
+def deidentify(
+    data: bytes,
+    pseudonymiser: Pseudonymiser,
+    options: Options | None = None,
+    burned_in_rules: tuple[tuple[str, str], ...] = DEFAULT_BURNED_IN_RULES,
+) -> Result:
+    """De-identify one DICOM file. Never raises on bad input: it returns a rejected Result instead."""
+    options = options or Options()
+    report = Report(table_edition=load_table().edition)
+    stage = "reading"
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        problems = list(_iter_reasons(ds))
+        if problems:
+            return Result(None, report, rejected="; ".join(problems))
+        transfer_syntax = _transfer_syntax(ds)
+        old_meta = ds.file_meta if hasattr(ds, "file_meta") else FileMetaDataset()
+        reasons = burned_in_reasons(ds, burned_in_rules)
+        walk = _Walk(pseudonymiser, options, str(ds.get("PatientID", "")))
+        stage = "de-identifying"
+        walk.dataset(ds)
+        _markers(ds, options, walk.table.edition)
+        ds.file_meta = _file_meta(ds, old_meta, walk)
+        ds.file_meta.TransferSyntaxUID = transfer_syntax
+        ds.preamble = b"\x00" * 128
+        stage = "writing"
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        output = out.getvalue()
+    except Exception as exc:  # any parse/encode failure is a rejection, never a crash
+        # Only the stage and exception type: pydicom's messages can quote element values.
+        return Result(None, report, rejected=f"cannot de-identify: {type(exc).__name__} while {stage}")
+    report = walk.report
+    written = {str(v) for v in DUMMY.values()}
+    report.scan_hits = scan(output, [(n, v) for n, v in walk.originals if v not in written])
+    if report.scan_hits:
+        reasons.append("original identifying value still present in: " + ", ".join(report.scan_hits))
+        return Result(None, report, reasons)
+    return Result(output, report, reasons)

@@ -8,8 +8,9 @@ edition update is a dependency bump. Why not hand-picked tags: the standard adds
 edition, and a hand list silently falls behind.
 
 That package ships only the Basic Profile column. The option columns (Retain Device Identity,
-Retain Institution Identity, Retain Patient Characteristics) are small and are encoded below from
-the standard's text; each listed tag must also be a row of the loaded table (tested), so they can
+Retain Institution Identity, Retain Patient Characteristics) are small and are written by hand below
+— not yet checked against the standard's option columns (to do before relying on these options);
+each listed tag must also be a row of the loaded table (tested), so they can
 only narrow what the Basic Profile does to attributes the table knows. Retain UIDs and Retain
 Longitudinal Temporal Information are derived from the table itself (every U row, every date/time
 row), not listed by hand.

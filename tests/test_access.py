@@ -148,8 +148,8 @@ def test_every_project_route_follows_the_role_table(app, client, world) -> None:
     """
     checked = 0
     for guard in guards(app):
-        if not guard.project_scoped or not guard.path.startswith("/api/"):
-            continue
+        if not guard.project_scoped or not guard.path.startswith("/api/") or "{project}" not in guard.path:
+            continue  # MLflow routes take the project from the token or a header: test_tracking_api.py
         (permission,) = guard.permissions
         url = _fill(guard.path)
         for name, role in PROJECT_ROLES.items():

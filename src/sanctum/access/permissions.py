@@ -23,6 +23,8 @@ class Permission(StrEnum):
     DATA_QUERY = "data:query"  # SQL over the project's tables, results capped for scientists
     DATASETS_SHARE = "datasets:share"  # offer, accept, decline and revoke shares
     DATASETS_SHRED = "datasets:shred"  # destroy a dataset's key (erasure)
+    EXPERIMENTS_READ = "experiments:read"  # experiments, runs, params, metrics, tags
+    EXPERIMENTS_WRITE = "experiments:write"  # create and log to experiments and runs
     # Platform-scoped: decided by the account itself, never by a project role.
     SELF_READ = "self:read"
     SELF_MANAGE = "self:manage"  # own 2FA
@@ -54,14 +56,20 @@ PROJECT_PERMISSIONS: frozenset[Permission] = frozenset(
         Permission.DATA_QUERY,
         Permission.DATASETS_SHARE,
         Permission.DATASETS_SHRED,
+        Permission.EXPERIMENTS_READ,
+        Permission.EXPERIMENTS_WRITE,
     }
 )
 
-_SEE = frozenset({Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.DATASETS_READ})
+# Run metadata (metrics, params, tags) is what output checkers and auditors review against, so
+# every role reads it; only the roles that run analyses write it.
+_SEE = frozenset(
+    {Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.DATASETS_READ, Permission.EXPERIMENTS_READ}
+)
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.DATA_OWNER: PROJECT_PERMISSIONS,
-    Role.DATA_SCIENTIST: _SEE | {Permission.DATA_QUERY},
+    Role.DATA_SCIENTIST: _SEE | {Permission.DATA_QUERY, Permission.EXPERIMENTS_WRITE},
     Role.OUTPUT_CHECKER: _SEE,
     Role.AUDITOR: _SEE | {Permission.AUDIT_READ},
 }
@@ -118,6 +126,7 @@ SCOPE_ALIASES: dict[str, frozenset[Permission]] = {
             Permission.AUDIT_READ,
             Permission.DATASETS_READ,
             Permission.DATA_QUERY,
+            Permission.EXPERIMENTS_READ,
             Permission.SELF_READ,
             Permission.PROJECTS_LIST,
         }

@@ -27,6 +27,7 @@ from sanctum.api.routes import (
 )
 from sanctum.api.runtime import Runtime
 from sanctum.config import Settings
+from sanctum.tracking import api as tracking_api
 
 API_ROUTERS = (
     health.router,
@@ -41,6 +42,7 @@ API_ROUTERS = (
     files.router,
     shares.router,
     query.router,
+    tracking_api.router,
 )
 
 
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     web.install(app)
     errors.install(app)
+    tracking_api.install(app)  # MLflow's error shape on its own paths only
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes, exempt=files.upload_path_prefix)
     app.add_middleware(SecurityHeaders, hsts=runtime.settings.tls_enabled)
     return app

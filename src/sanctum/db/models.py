@@ -233,3 +233,4 @@ class Share(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+from sanctum.tracking import models as _tracking_models  # noqa: E402,F401

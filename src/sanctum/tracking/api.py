@@ -181,7 +181,8 @@ def get_experiment_by_name(ctx: Reader, db: DbSession, body: Body) -> dict[str, 
     return {"experiment": experiment_json(svc.get_experiment_by_name(db, ctx, body.get("experiment_name")))}
 
 
-@router.api_route(f"{P}/experiments/search", methods=["GET", "POST"])
+@router.get(f"{P}/experiments/search", operation_id="search_experiments_get")
+@router.post(f"{P}/experiments/search", operation_id="search_experiments")
 def search_experiments(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]:
     rows, token = svc.search_experiments(
         db,
@@ -258,7 +259,8 @@ def restore_run(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
     return {}
 
 
-@router.api_route(f"{P}/runs/search", methods=["GET", "POST"])
+@router.get(f"{P}/runs/search", operation_id="search_runs_get")
+@router.post(f"{P}/runs/search", operation_id="search_runs")
 def search_runs(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]:
     page = svc.search_runs(
         db,

@@ -337,3 +337,52 @@ def live_server(runtime: Runtime) -> Iterator[LiveServer]:
     yield LiveServer(f"http://127.0.0.1:{port}", runtime)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+# --------------------------------------------------------------------------- browser and SDK
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def chromium() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright (no browser download); missing → skip, or fail in CI."""
+    if not CHROMIUM.exists():
+        missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright is not installed (pip install playwright; no browser download needed)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def as_(world, people, live_server) -> Iterator:
+    """``as_("owner")``: an SDK client for one of the world's people, with a login token as
+    ``Client.login`` gets (an API token could not mint longer-lived tokens)."""
+    from sanctum.sdk import Client
+
+    opened: list[Client] = []
+
+    def make(name: str) -> Client:
+        client = Client(live_server.url, people.token(getattr(world, name), kind=TokenKind.LOGIN, hours=12))
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.close()

@@ -4,12 +4,9 @@ uvicorn): an owner creates a table dataset and queries it, a scientist finds no 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import missing
-from tests.test_browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.browser
 
@@ -18,20 +15,6 @@ SCIENTIST_SCREENSHOT = Path("/tmp/sanctum-browser-dataset-scientist.png")
 CSV = b"id,age,site\n1,34,north\n2,51,south\n3,29,north\n4,62,east\n"
 
 
-@pytest.fixture
-def chromium() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed (pip install playwright; no browser download needed)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def open_page(chromium, console: list[str]):

@@ -14,7 +14,6 @@ import pyotp
 import pytest
 
 from conftest import PASSWORD, free_port
-from sanctum.accounts.tokens import TokenKind
 from sanctum.schemas.audit import AuditPage
 from sanctum.schemas.projects import MemberPublic, ProjectPublic
 from sanctum.schemas.tokens import TokenCreated
@@ -25,20 +24,6 @@ def bearer(world, name: str) -> str:
     return world.h[name]["Authorization"].removeprefix("Bearer ")
 
 
-@pytest.fixture
-def as_(world, people, live_server) -> Iterator:
-    """``as_("owner")``: an SDK client for one of the world's people, with a login token as
-    ``Client.login`` gets (an API token could not mint longer-lived tokens)."""
-    opened: list[Client] = []
-
-    def make(name: str) -> Client:
-        client = Client(live_server.url, people.token(getattr(world, name), kind=TokenKind.LOGIN, hours=12))
-        opened.append(client)
-        return client
-
-    yield make
-    for client in opened:
-        client.close()
 
 
 def api_error(excinfo: pytest.ExceptionInfo) -> tuple[int, str]:

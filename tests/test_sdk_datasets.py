@@ -13,7 +13,6 @@ import sys
 import tarfile
 import unicodedata
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,21 +21,6 @@ from sanctum.accounts.tokens import TokenKind
 from sanctum.schemas.datasets import FilePublic
 from sanctum.sdk import Client, SanctumAPIError
 from sanctum.sdk.upload_plan import UploadError, UploadItem
-
-
-@pytest.fixture
-def as_(world, people, live_server) -> Iterator:
-    """``as_("owner")``: an SDK client acting as one of the world's people."""
-    opened: list[Client] = []
-
-    def make(name: str) -> Client:
-        client = Client(live_server.url, people.token(getattr(world, name), kind=TokenKind.LOGIN, hours=12))
-        opened.append(client)
-        return client
-
-    yield make
-    for client in opened:
-        client.close()
 
 
 @pytest.fixture

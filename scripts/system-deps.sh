@@ -7,6 +7,13 @@ need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
 if [ "${1:-test}" = "test" ]; then
   need chromium chromium
   need pg_ctlcluster postgresql
+  need bwrap bubblewrap
+  need slurmctld slurm-wlm
+  need munged munge
+  need storescu dcmtk
+fi
+if [ "${1:-test}" = "demo" ]; then
+  need bwrap bubblewrap
 fi
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

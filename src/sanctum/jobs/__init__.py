@@ -1,0 +1,1 @@
+"""Compute on data that may not be downloaded: signed jobs, sandboxed executors, lineage."""

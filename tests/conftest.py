@@ -38,6 +38,7 @@ from sanctum.security.keys import create_master_key
 PASSWORD = "correct horse battery staple"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("SANCTUM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+pytest_plugins = ["slurm_cluster"]  # the real single-node Slurm, tests/slurm_cluster.py
 
 
 def missing(reason: str) -> None:

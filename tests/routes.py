@@ -20,6 +20,7 @@ class Guard:
     permissions: frozenset[Permission]
     project_scoped: bool
     is_public: bool
+    node_authenticated: bool = False  # guarded by a registered node's signature, not a user's permission
 
 
 def _calls(dependant: Dependant) -> Iterator[object]:
@@ -43,5 +44,8 @@ def guards(app: FastAPI) -> list[Guard]:
         perms = frozenset(c.permission for c in calls if isinstance(c, Require | InProject))
         project_scoped = any(isinstance(c, InProject) for c in calls)
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
-            result.append(Guard(route.path, method, perms, project_scoped, any(c is public for c in calls)))
+            by_node = any(getattr(c, "node_authenticated", False) for c in calls)
+            result.append(
+                Guard(route.path, method, perms, project_scoped, any(c is public for c in calls), by_node)
+            )
     return result

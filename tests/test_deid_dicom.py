@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file, get_testdata_files
-from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from sanctum.deid import profile
 from sanctum.deid.dicom import burned_in_reasons, deidentify
 from sanctum.deid.profile import (
-    DEVICE_IDENTITY,
-    INSTITUTION_IDENTITY,
-    PATIENT_CHARACTERISTICS,
     TABLE_EDITION,
     Options,
     effective_action,
@@ -59,200 +54,30 @@ def _quiet() -> None:
     warnings.simplefilter("ignore", UserWarning)
 
 
-@dataclass
-class Marker:
-    """One placed marker: where it is, its bytes, and a function saying whether options keep it."""
-
-    where: str
-    value: str
-    retained: object  # Callable[[Options], bool]
-
-
-class Generator:
-    """Builds a marker-laden DICOM file from a pydicom sample."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.markers: list[Marker] = []
-
-    def value(self, vr: str) -> str | None:
-        """A unique, VR-valid marker value; None for VRs whose bytes cannot carry one."""
-        self.n += 1
-        n = self.n
-        if vr in STRINGY:
-            return f"MK{n:05d}Z"
-        if vr == "UI":
-            return f"1.2.3.999.{10000 + n}"
-        if vr in ("DA", "DT"):
-            day = (dt.date(1000, 1, 1) + dt.timedelta(days=n)).strftime("%Y%m%d")
-            return day if vr == "DA" else day + "121314"
-        if vr == "TM":
-            return f"121314.{n:06d}"
-        if vr in ("IS", "DS"):
-            return str(700000 + n)
-        return None
-
-    def element(self, ds: Dataset, tag: int, vr: str, where: str, retained: object) -> None:
-        """Add one element with a marker (or a neutral value for binary VRs)."""
-        value = self.value(vr)
-        if vr == "SQ":
-            ds.add_new(tag, vr, Sequence([self.nested(where, retained)]))
-            return
-        if value is None:
-            ds.add_new(tag, vr, 0 if vr in NUMERIC_BINARY else (None if vr == "AS" else b"\x00\x00"))
-            return
-        ds.add_new(tag, vr, value)
-        self.markers.append(Marker(where, value, retained))
-
-    def nested(self, where: str, retained: object) -> Dataset:
-        """An item with a table attribute and an untabled nested sequence inside."""
-        item = Dataset()
-        self.element(item, 0x00100010, "PN", where + "/PatientName", lambda o, r=retained: r(o) is True)
-        inner = Dataset()
-        for vr in NET_VRS:
-            self.element(
-                inner,
-                untabled(vr),
-                vr,
-                f"{where}/seq/{vr}",
-                lambda o, r=retained, v=vr: r(o) is True or (r(o) == "walk" and net_kept(v, o)),
-            )
-        item.add_new(untabled("SQ"), "SQ", Sequence([inner]))
-        return item
-
-
-def net_kept(vr: str, o: Options) -> bool:
-    """Whether the VR safety net keeps an untabled element of this VR under ``o``."""
-    return (
-        (vr == "UI" and o.retain_uids)
-        or (vr in ("DA", "DT") and o.longitudinal == "full")
-        or (vr == "TM" and o.longitudinal != "none")
-    )
-
-
-def untabled(vr: str) -> int:
-    """The first current public tag of this VR (VM 1) that Table E.1-1 does not list."""
-    table = load_table()
-    for keyword, tag in sorted(keyword_dict.items(), key=lambda kv: kv[1]):
-        if (tag >> 16) in SKIP_GROUPS | {0x0008} or table.rule(tag) or "Retired" in keyword:
-            continue
-        if dictionary_VR(tag) == vr and dictionary_VM(tag) == "1":
-            return tag
-    raise LookupError(vr)
-
-
-def build_marker_file() -> tuple[bytes, list[Marker], dict[int, str]]:
-    """CT_small plus a marker in every table row, nested sequences, private tags, meta, preamble."""
-    gen = Generator()
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    placed: dict[int, str] = {}
-    for rule in load_table().exact.values():
-        if rule.tag >> 16 in SKIP_GROUPS or not rule.vr or rule.tag == 0x00080018:
-            continue
-        gen.element(
-            ds, rule.tag, rule.vr, f"{rule.tag:08X}", lambda o, r=rule: effective_action(r, o, r.vr) == "K"
-        )
-        placed[rule.tag] = rule.vr
-    ds.SOPInstanceUID = gen.value("UI")
-    gen.markers.append(Marker("SOPInstanceUID", ds.SOPInstanceUID, lambda o: o.retain_uids))
-    for vr in NET_VRS:  # top-level elements the table does not cover: the VR safety net
-        gen.element(ds, untabled(vr), vr, f"net/{vr}", lambda o, v=vr: net_kept(v, o))
-    gen.element(ds, 0x60004000, "LT", "overlay comments", lambda o: False)  # masked 60xx row
-    ds.add_new(untabled("SQ"), "SQ", Sequence([gen.nested("untabled-sq", lambda o: "walk")]))
-    block = ds.private_block(0x0009, PRIVATE_CREATOR, create=True)
-    for offset in (0x01, 0x02):
-        value = gen.value("LO")
-        block.add_new(offset, "LO", value)
-        gen.markers.append(
-            Marker(
-                f"private {offset}",
-                value,
-                lambda o, off=offset: o.retain_safe_private and (PRIVATE_CREATOR, off) in o.safe_private,
-            )
-        )
-    meta = ds.file_meta
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for keyword in ("SourceApplicationEntityTitle", "ImplementationVersionName"):
-        setattr(meta, keyword, gen.value("AE"))
-        gen.markers.append(Marker(keyword, getattr(meta, keyword), lambda o: False))
-    ds.preamble = b"MKPREAMBLE" + b"\x00" * 118
-    gen.markers.append(Marker("preamble", "MKPREAMBLE", lambda o: False))
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue(), gen.markers, placed
-
-
-@pytest.fixture(scope="module")
-def marker_file() -> tuple[bytes, list[Marker], dict[int, str]]:
-    return build_marker_file()
-
-
-def far_key() -> Pseudonymiser:
-    """A key whose date offset exceeds the generator's date spread, so shifts never collide."""
-    for i in range(1000):
-        p = Pseudonymiser(KEY + bytes([i]))
-        if abs(p.date_offset_days(p.patient_id("1CT1"))) > 3000:
-            return p
-    raise AssertionError("no key with a large offset")
-
-
-@pytest.mark.parametrize("name", sorted(OPTION_SETS))
-def test_byte_search_finds_exactly_the_retained_markers(marker_file, name) -> None:
-    data, markers, _ = marker_file
-    options = OPTION_SETS[name]
-    for marker in markers:  # sanity: the generator really wrote every marker
-        assert marker.value.encode() in data, marker.where
-    result = deidentify(data, far_key(), options)
-    assert result.output is not None, (result.rejected, result.quarantine_reasons)
-    leaked = [
-        m.where for m in markers if m.value.encode() in result.output and m.retained(options) is not True
-    ]
-    lost = [m.where for m in markers if m.value.encode() not in result.output and m.retained(options) is True]
-    assert leaked == [] and lost == []
-    if name != "basic":
-        assert any(m.retained(options) is True for m in markers), "option retained nothing"
-
-
-@pytest.mark.parametrize("name", sorted(OPTION_SETS))
-def test_every_table_row_is_honoured(marker_file, name) -> None:
-    data, _, placed = marker_file
-    options = OPTION_SETS[name]
-    src = pydicom.dcmread(io.BytesIO(data))
-    result = deidentify(data, far_key(), options)
-    out = pydicom.dcmread(io.BytesIO(result.output))
-    table = load_table()
-    checked = 0
-    for tag, vr in placed.items():
-        action = "P" if tag == 0x00100020 else effective_action(table.rule(tag), options, vr)
-        before, after = src[tag].value, out.get(tag)
-        if action == "X":
-            assert after is None, f"{tag:08X} should be removed"
-        elif action == "Z":
-            assert after is not None and not after.value, f"{tag:08X} should be empty"
-        elif action == "D":
-            assert after is not None, f"{tag:08X} should hold a dummy"
-            if vr in STRINGY | {"DA", "DT", "TM"}:
-                assert after.value and after.value != before
-        elif action == "U":
-            assert str(after.value).startswith("2.25.") and after.value != before
-        elif action == "K":
-            assert after is not None and after.value == before, f"{tag:08X} should be kept"
-        elif action == "S":
-            assert after.value and after.value != before
-        elif action == "P":
-            assert after.value == far_key().patient_id(before)
-        checked += 1
-    assert checked == len(placed) > 600
-
-
-def test_table_source_and_options_are_rows_of_the_table() -> None:
+def test_table_source_and_option_columns_are_rows_of_the_table() -> None:
     table = load_table()
     assert TABLE_EDITION == "2026c" == table.edition
     assert len(table.rows()) > 600
     assert {r.action for r in table.rows()} <= {"X", "Z", "D", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*"}
-    for tag in DEVICE_IDENTITY | INSTITUTION_IDENTITY | PATIENT_CHARACTERISTICS:
-        assert tag in table.exact
+    for name, column in OPTION_COLUMNS.items():
+        assert column, name
+        assert all(tag in table.exact for tag in column), name
+    assert {(r.tag, r.mask) for r in table.masked} == set(profile.CLEAN_GRAPHICS_MASKED)
     assert table.rule(0x60024000).action == "X"  # repeating-group row (overlay comments)
+
+
+OPTION_COLUMNS = {
+    "device K": profile.DEVICE_IDENTITY,
+    "device C": profile.DEVICE_IDENTITY_CLEAN,
+    "institution K": profile.INSTITUTION_IDENTITY,
+    "characteristics K": profile.PATIENT_CHARACTERISTICS,
+    "characteristics C": profile.PATIENT_CHARACTERISTICS_CLEAN,
+    "clean descriptors C": profile.CLEAN_DESCRIPTORS,
+    "clean structured C": profile.CLEAN_STRUCTURED_CONTENT,
+    "clean graphics C": profile.CLEAN_GRAPHICS,
+    "uids K": profile.RETAIN_UIDS_EXTRA,
+    "dates K": profile.LONGITUDINAL_EXTRA,
+}
 
 
 def test_composite_actions_resolve_to_safer_branch() -> None:
@@ -321,6 +146,11 @@ def test_date_shift_preserves_intervals() -> None:
             "MODIFIED",
         ),
         (Options(retain_safe_private=True), ["113100", "113111"], "REMOVED"),
+        (
+            Options(clean_descriptors=True, clean_structured_content=True, clean_graphics=True),
+            ["113100", "113105", "113104", "113103"],
+            "REMOVED",
+        ),
     ],
 )
 def test_markers_written(options, codes, longitudinal) -> None:
@@ -391,38 +221,108 @@ def test_report_counts_actions_without_values() -> None:
     assert "CompressedSamples^CT1" not in repr(result.report)
 
 
-def _testdata() -> list[str]:
-    return [f for f in get_testdata_files() if os.path.isfile(f)]
-
-
-EVERYTHING = Options(
-    retain_uids=True,
-    retain_device_identity=True,
-    retain_institution_identity=True,
-    retain_patient_characteristics=True,
-    longitudinal="modified",
-    retain_safe_private=True,
-)
-
-
-@pytest.mark.parametrize("options", [Options(), EVERYTHING], ids=["basic", "all-options"])
-@pytest.mark.parametrize("path", _testdata(), ids=os.path.basename)
-def test_every_pydicom_test_file_deidentifies_or_is_rejected(path, options) -> None:
-    data = Path(path).read_bytes()
-    result = deidentify(data, Pseudonymiser(KEY), options)
-    if result.output is None:
-        assert result.rejected or result.quarantine_reasons
-        return
-    out = pydicom.dcmread(io.BytesIO(result.output))
-    assert out.PatientIdentityRemoved == "YES"
-    assert "PatientName" not in out or not out.PatientName
-    assert not any(e.tag.is_private for e in out.iterall())
-    before = pydicom.dcmread(io.BytesIO(data), force=True)
-    if "PixelData" in before:
-        assert out.PixelData == before.PixelData
-
-
 def test_garbage_is_rejected_not_raised() -> None:
     for data in (b"", b"not dicom at all", b"\x00" * 128 + b"DICM" + b"\xff" * 40):
         result = deidentify(data, Pseudonymiser(KEY))
         assert result.output is None and result.rejected
+
+
+def _roundtrip(ds: Dataset, options: Options) -> Dataset:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    result = deidentify(buf.getvalue(), Pseudonymiser(KEY), options)
+    assert result.output is not None, (result.rejected, result.quarantine_reasons)
+    return pydicom.dcmread(io.BytesIO(result.output))
+
+
+def _code(value: str, meaning: str) -> Sequence:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+    return Sequence([item])
+
+
+def _content_item(value_type: str, **values: object) -> Dataset:
+    item = Dataset()
+    item.RelationshipType, item.ValueType = "CONTAINS", value_type
+    item.ConceptNameCodeSequence = _code("121071", "Finding")
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def test_clean_structured_content_keeps_tree_and_codes() -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    leaf = _content_item("TEXT", TextValue="Seen by Dr SMITHERS on ward 7")
+    deepest = _content_item("CONTAINER", ContinuityOfContent="SEPARATE", ContentSequence=Sequence([leaf]))
+    items = [
+        _content_item("PNAME", PersonName="SMITHERS^WAYLON"),
+        _content_item("DATE", Date="20190402"),
+        _content_item("UIDREF", UID="1.2.3.4.5.6.7.8"),
+        _content_item("CODE", ConceptCodeSequence=_code("R-42453", "Benign")),
+        deepest,
+    ]
+    ds.ContentSequence = Sequence(items)
+    basic = _roundtrip(ds, Options())
+    assert not basic.get("ContentSequence")
+    out = _roundtrip(ds, Options(clean_structured_content=True))
+    pname, date, uidref, code, container = out.ContentSequence
+    assert [i.ValueType for i in out.ContentSequence] == ["PNAME", "DATE", "UIDREF", "CODE", "CONTAINER"]
+    assert pname.ConceptNameCodeSequence[0].CodeValue == "121071"
+    assert pname.PersonName and "SMITHERS" not in str(pname.PersonName)
+    assert date.Date and date.Date != "20190402"
+    assert uidref.UID.startswith("2.25.")
+    assert code.ConceptCodeSequence[0].CodeMeaning == "Benign"
+    text = container.ContentSequence[0]
+    assert text.TextValue and "SMITHERS" not in text.TextValue
+    shifted = _roundtrip(ds, Options(clean_structured_content=True, longitudinal="modified"))
+    assert shifted.ContentSequence[1].Date != "20190402"
+    leaf.TextValue = "No acute findings"
+    safe_options = Options(clean_structured_content=True, safe_values=frozenset({"no acute findings"}))
+    safe = _roundtrip(ds, safe_options)
+    assert safe.ContentSequence[4].ContentSequence[0].TextValue == "No acute findings"
+
+
+def test_clean_graphics_keeps_geometry_drops_text_and_overlays() -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    text, graphic, annotation = Dataset(), Dataset(), Dataset()
+    text.UnformattedTextValue, text.AnchorPointAnnotationUnits = "PATIENT SMITHERS", "PIXEL"
+    text.AnchorPoint, text.AnchorPointVisibility = [10.0, 10.0], "Y"
+    graphic.GraphicAnnotationUnits, graphic.GraphicDimensions, graphic.GraphicType = "PIXEL", 2, "POLYLINE"
+    graphic.NumberOfGraphicPoints, graphic.GraphicData = 2, [1.0, 1.0, 5.0, 5.0]
+    annotation.GraphicLayer = "LAYER1"
+    annotation.TextObjectSequence, annotation.GraphicObjectSequence = Sequence([text]), Sequence([graphic])
+    ds.GraphicAnnotationSequence = Sequence([annotation])
+    ds.add_new(0x60000010, "US", 4)
+    ds.add_new(0x60003000, "OW", b"\xff" * 4)
+    ds.add_new(0x60004000, "LT", "overlay by SMITHERS")
+    assert not _roundtrip(ds, Options()).get("GraphicAnnotationSequence")
+    out = _roundtrip(ds, Options(clean_graphics=True))
+    kept = out.GraphicAnnotationSequence[0]
+    assert kept.GraphicObjectSequence[0].GraphicData == [1.0, 1.0, 5.0, 5.0]
+    assert "SMITHERS" not in str(kept.TextObjectSequence[0].get("UnformattedTextValue", ""))
+    assert 0x60003000 not in out and not out.get(0x60004000, DataElementStub()).value
+    assert out[0x60000010].value == 4
+
+
+class DataElementStub:
+    value = None
+
+
+def test_clean_descriptors_empties_unless_on_safe_list() -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SeriesDescription, ds.StudyDescription = "CHEST PA", "Follow-up for Mr SMITHERS"
+    ds.ImageComments = "CHEST PA"
+    assert not _roundtrip(ds, Options()).get("SeriesDescription")
+    out = _roundtrip(ds, Options(clean_descriptors=True, safe_values=frozenset({"chest pa"})))
+    assert out.SeriesDescription == "CHEST PA" and out.ImageComments == "CHEST PA"
+    assert "StudyDescription" in out and not out.StudyDescription
+    plain = _roundtrip(ds, Options(clean_descriptors=True))
+    assert not plain.SeriesDescription and not plain.StudyDescription
+
+
+def test_device_ae_titles_are_cleaned_not_kept() -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StationAETitle, ds.DeviceSerialNumber, ds.StationName = "SMITHERS_PC", "SN-123456", "CT-ROOM-2"
+    out = _roundtrip(ds, Options(retain_device_identity=True))
+    assert out.DeviceSerialNumber == "SN-123456" and out.StationName == "CT-ROOM-2"
+    assert not out.get("StationAETitle")

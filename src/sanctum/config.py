@@ -74,8 +74,28 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=100 * 1024**3, ge=1024)
     max_table_bytes: int = Field(default=1024**3, ge=1024)
     workers: int = Field(default=1, ge=1, le=64)
+    # Jobs: the server runs queued local jobs itself, this many at a time.
+    job_runner: bool = True
+    job_slots: int = Field(default=1, ge=1, le=64)
+    max_bundle_bytes: int = Field(default=50 * 1024**2, ge=1024)
+    sandbox_uid: int = Field(default=65534, ge=1)
+    # Slurm executor (the SecureHPC workflow): off unless a partition is set.
+    slurm_partition: str | None = None
+    slurm_conf: Path | None = None
+    slurm_spool_dir: Path | None = None
+    slurm_node_dir: Path | None = None
+    public_url: str | None = None
 
-    @field_validator("data_dir", "master_key_file", "tls_certfile", "tls_keyfile", mode="after")
+    @field_validator(
+        "data_dir",
+        "master_key_file",
+        "tls_certfile",
+        "tls_keyfile",
+        "slurm_conf",
+        "slurm_spool_dir",
+        "slurm_node_dir",
+        mode="after",
+    )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None

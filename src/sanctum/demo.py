@@ -88,7 +88,49 @@ def ensure_demo(runtime: Runtime) -> dict[str, Any]:
         )
         members.add(db, project, users["data_scientist"].email, Role.DATA_SCIENTIST)
         demo_data.load(db, runtime, project)
+    creds["job"] = _submit_demo_job(runtime, users["data_owner"], users["data_scientist"])
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(creds, out, indent=2)
     return creds
+
+
+def _submit_demo_job(runtime: Runtime, owner: User, scientist: User) -> str:
+    """Queue the sleep-staging example for the demo scientist; the server runs it once it serves.
+
+    The demo scientist's signing key is made here and kept in the data dir (mode 0600) only because
+    this is a demo: a real researcher makes theirs on their own machine with ``sanctum key create``.
+    """
+    import shutil
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from sanctum.accounts.tokens import TokenKind, issue
+    from sanctum.api.app import create_app
+    from sanctum.db.types import utcnow
+    from sanctum.sdk import Client, signing_keys
+    from sanctum.sdk.jobs import public_key_text
+
+    if shutil.which("bwrap") is None:
+        return "not queued: bubblewrap is not installed (apt-get install bubblewrap)"
+    try:
+        from sanctum.demo_jobs import run_demo_job
+    except ImportError as exc:  # pyedflib (synthetic recordings) comes with the test extras
+        return f"not queued: {exc}"
+    with runtime.db.session() as db:
+        tokens = {
+            u.id: issue(
+                db, u, TokenKind.LOGIN, expires_at=utcnow() + timedelta(minutes=10), name="demo"
+            ).secret
+            for u in (owner, scientist)
+        }
+    http = TestClient(create_app(runtime=runtime))  # in process, no lifespan: nothing starts here
+    key = signing_keys.create(Path(runtime.settings.data_dir) / "demo-scientist-signing-key.pem")
+    with (
+        Client("http://testserver", tokens[owner.id], http=http) as as_owner,
+        Client("http://testserver", tokens[scientist.id], http=http) as as_scientist,
+    ):
+        as_scientist.register_key(public_key_text(key), name="demo")
+        number = run_demo_job(as_owner, as_scientist, DEMO_PROJECT, key)
+    return f"sleep-staging example queued as job {number}; see the Jobs page"

@@ -25,6 +25,9 @@ class Permission(StrEnum):
     DATASETS_SHRED = "datasets:shred"  # destroy a dataset's key (erasure)
     EXPERIMENTS_READ = "experiments:read"  # experiments, runs, params, metrics, tags
     EXPERIMENTS_WRITE = "experiments:write"  # create and log to experiments and runs
+    JOBS_READ = "jobs:read"  # jobs, their manifests, logs and the lineage of outputs
+    JOBS_SUBMIT = "jobs:submit"  # run signed code on the project's data; cancel one's own jobs
+    JOBS_MANAGE = "jobs:manage"  # cancel anyone's job in the project
     # Platform-scoped: decided by the account itself, never by a project role.
     SELF_READ = "self:read"
     SELF_MANAGE = "self:manage"  # own 2FA
@@ -33,6 +36,7 @@ class Permission(StrEnum):
     PROJECT_CREATE = "projects:create"
     USERS_MANAGE = "admin:users"
     AUDIT_READ_ALL = "admin:audit"
+    NODES_MANAGE = "admin:nodes"  # register and retire the compute nodes that may receive data keys
 
 
 class Role(StrEnum):
@@ -58,18 +62,28 @@ PROJECT_PERMISSIONS: frozenset[Permission] = frozenset(
         Permission.DATASETS_SHRED,
         Permission.EXPERIMENTS_READ,
         Permission.EXPERIMENTS_WRITE,
+        Permission.JOBS_READ,
+        Permission.JOBS_SUBMIT,
+        Permission.JOBS_MANAGE,
     }
 )
 
 # Run metadata (metrics, params, tags) is what output checkers and auditors review against, so
 # every role reads it; only the roles that run analyses write it.
+# Jobs and lineage are likewise what outputs are checked against.
 _SEE = frozenset(
-    {Permission.PROJECT_READ, Permission.MEMBERS_READ, Permission.DATASETS_READ, Permission.EXPERIMENTS_READ}
+    {
+        Permission.PROJECT_READ,
+        Permission.MEMBERS_READ,
+        Permission.DATASETS_READ,
+        Permission.EXPERIMENTS_READ,
+        Permission.JOBS_READ,
+    }
 )
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.DATA_OWNER: PROJECT_PERMISSIONS,
-    Role.DATA_SCIENTIST: _SEE | {Permission.DATA_QUERY, Permission.EXPERIMENTS_WRITE},
+    Role.DATA_SCIENTIST: _SEE | {Permission.DATA_QUERY, Permission.EXPERIMENTS_WRITE, Permission.JOBS_SUBMIT},
     Role.OUTPUT_CHECKER: _SEE,
     Role.AUDITOR: _SEE | {Permission.AUDIT_READ},
 }
@@ -112,6 +126,7 @@ PLATFORM_PERMISSIONS: dict[Account, frozenset[Permission]] = {
             Permission.PROJECTS_LIST,
             Permission.USERS_MANAGE,
             Permission.AUDIT_READ_ALL,
+            Permission.NODES_MANAGE,
         }
     ),
 }
@@ -127,6 +142,7 @@ SCOPE_ALIASES: dict[str, frozenset[Permission]] = {
             Permission.DATASETS_READ,
             Permission.DATA_QUERY,
             Permission.EXPERIMENTS_READ,
+            Permission.JOBS_READ,
             Permission.SELF_READ,
             Permission.PROJECTS_LIST,
         }

@@ -18,8 +18,11 @@ from sanctum.api.routes import (
     datasets,
     files,
     health,
+    jobs,
+    keys,
     me,
     members,
+    nodes,
     projects,
     query,
     shares,
@@ -28,6 +31,7 @@ from sanctum.api.routes import (
 from sanctum.api.runtime import Runtime
 from sanctum.config import Settings
 from sanctum.tracking import api as tracking_api
+from sanctum.tracking import artifacts_api, logged_models_api, registry_api
 
 API_ROUTERS = (
     health.router,
@@ -42,7 +46,13 @@ API_ROUTERS = (
     files.router,
     shares.router,
     query.router,
+    keys.router,
+    jobs.router,
+    nodes.router,
     tracking_api.router,
+    artifacts_api.router,
+    logged_models_api.router,
+    registry_api.router,
 )
 
 
@@ -57,8 +67,30 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # full passes, which otherwise stall every in-flight request for tens of milliseconds.
         gc.collect()
         gc.freeze()
-        yield
-        runtime.close()
+        if runtime.settings.job_runner and runtime.jobs is None:
+            from sanctum.jobs.runner import JobRunner
+
+            runtime.jobs = JobRunner(runtime)
+            runtime.jobs.start()
+        dispatcher = None
+        if (
+            runtime.settings.job_runner
+            and runtime.settings.slurm_partition
+            and runtime.settings.slurm_spool_dir
+        ):
+            from sanctum.jobs.slurm_dispatch import SlurmDispatcher
+
+            dispatcher = SlurmDispatcher(runtime)
+            dispatcher.start()
+        try:
+            yield
+        finally:
+            if dispatcher is not None:
+                dispatcher.stop()
+            if runtime.jobs is not None:
+                runtime.jobs.stop()
+                runtime.jobs = None
+            runtime.close()
 
     runtime.store.cleanup_temp()  # whatever a crashed upload left behind
     app = FastAPI(
@@ -77,7 +109,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     web.install(app)
     errors.install(app)
     tracking_api.install(app)  # MLflow's error shape on its own paths only
-    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes, exempt=files.upload_path_prefix)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=runtime.settings.max_body_bytes,
+        exempt=lambda path: files.upload_path_prefix(path) or artifacts_api.upload_path(path),
+        larger=jobs.submit_body_limit(runtime.settings.max_bundle_bytes),
+    )
     app.add_middleware(SecurityHeaders, hsts=runtime.settings.tls_enabled)
     return app
 

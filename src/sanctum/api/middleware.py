@@ -57,17 +57,24 @@ class BodyLimit:
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, exempt: Callable[[str], bool] = lambda _: False
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        exempt: Callable[[str], bool] = lambda _: False,
+        larger: Callable[[str, str], int | None] = lambda _method, _path: None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt = exempt
+        self.larger = larger  # routes with a bigger, still bounded, body (a job's code bundle)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (scope.get("method") == "PUT" and self.exempt(scope.get("path", ""))):
             await self.app(scope, receive, send)
             return
-        too_large = HTTPException(413, f"request body is larger than {self.max_bytes} bytes")
+        limit = self.larger(scope.get("method", ""), scope.get("path", "")) or self.max_bytes
+        too_large = HTTPException(413, f"request body is larger than {limit} bytes")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -75,7 +82,7 @@ class BodyLimit:
                 except ValueError:
                     await _send_error(send, 400, "bad_request", "invalid Content-Length header")
                     return
-                if length > self.max_bytes:
+                if length > limit:
                     await _send_error(send, 413, "payload_too_large", too_large.detail)
                     return
         seen = 0
@@ -85,7 +92,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise too_large
             return message
 

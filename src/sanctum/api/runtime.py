@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sanctum.config import Settings, check_startable
 from sanctum.datasets.keyring import Keyring
@@ -18,6 +19,7 @@ class Runtime:
     totp_box: SecretBox
     keyring: Keyring
     store: LocalBlobStore
+    jobs: Any = None  # the local job runner (sanctum.jobs.runner.JobRunner) while the app is up
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:

@@ -374,3 +374,9 @@ def register(app: typer.Typer) -> None:
     from sanctum.cli.datasets import register as register_datasets  # late: it imports this module
 
     register_datasets(app)
+    from sanctum.cli.jobs import register as register_jobs
+
+    register_jobs(app)
+    from sanctum.cli.nodes import register as register_nodes
+
+    register_nodes(app)

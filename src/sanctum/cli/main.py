@@ -85,16 +85,20 @@ def serve(
 
 
 def _clean_leftovers(settings: Settings) -> None:
-    """What crashed uploads left: ``.part`` files, and blobs written but never recorded."""
+    """What a crash left: ``.part`` files, blobs never recorded, jobs cut off mid-run and their staging."""
     from sanctum.datasets.fsck import cleanup_orphans
+    from sanctum.jobs.runner import recover
 
     runtime = open_runtime(settings)
     try:
         parts = runtime.store.cleanup_temp()
         with runtime.db.session(write=False) as db:
             orphans = cleanup_orphans(db, runtime.store)
+        interrupted = recover(runtime)
     finally:
         runtime.close()
+    if interrupted:
+        console.print(f"{interrupted} job(s) cut off by the last stop: marked failed, staging wiped")
     if parts or orphans:
         console.print(
             f"cleaned up after interrupted uploads: {parts} partial and {orphans} unrecorded blob(s)"
@@ -136,6 +140,8 @@ def _print_demo(url: str, creds: dict) -> None:  # type: ignore[type-arg]
         if "totp_secret" in person:
             console.print(f"  TOTP secret: {person['totp_secret']} (add it to an authenticator app)")
             console.print(f"  recovery codes: {', '.join(person['recovery_codes'][:3])}, …")
+    if creds.get("job"):
+        console.print(f"\nDemo job: {creds['job']}")
     console.print("\nCredentials are kept in demo-credentials.json in the data dir (mode 0600).\n")
 
 

@@ -83,6 +83,7 @@ def check(session: Session, store: LocalBlobStore, keyring: Keyring, *, deep: bo
             continue
         if deep:
             _deep(report, store, keyring, session, dataset, entry, where)
+    referenced |= other_references(session)
     for blob_id in store.iter_blob_ids():
         report.blobs += 1
         if blob_id not in referenced:
@@ -118,9 +119,21 @@ def _deep(
         )
 
 
+def other_references(session: Session) -> set[str]:
+    """Blobs that are not dataset files but still belong to someone: job bundles and logs, and
+    experiment artifacts."""
+    from sanctum.jobs.models import Job
+    from sanctum.tracking.artifacts import blob_ids as artifact_blob_ids
+
+    found: set[str] = set(artifact_blob_ids(session))
+    for column in (Job.bundle_blob_id, Job.stdout_blob_id, Job.stderr_blob_id):
+        found.update(b for b in session.scalars(select(column).where(column.is_not(None))).all() if b)
+    return found
+
+
 def cleanup_orphans(session: Session, store: LocalBlobStore, *, min_age_s: int = ORPHAN_MIN_AGE_S) -> int:
     """Delete unreferenced blobs older than ``min_age_s``; return how many."""
-    referenced = set(session.scalars(select(VersionFile.blob_id)).all())
+    referenced = set(session.scalars(select(VersionFile.blob_id)).all()) | other_references(session)
     now = time.time()
     removed = 0
     for blob_id in list(store.iter_blob_ids()):

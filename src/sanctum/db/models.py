@@ -88,6 +88,7 @@ class Project(Base):
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # Most rows a query returns to a Data Scientist.
     query_row_limit: Mapped[int] = mapped_column(Integer, default=1000, server_default="1000")
+    artifact_download: Mapped[str] = mapped_column(String(16), default="allowed", server_default="allowed")
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="project", cascade="all, delete-orphan"
@@ -233,4 +234,5 @@ class Share(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+from sanctum.jobs import models as _jobs_models  # noqa: E402,F401
 from sanctum.tracking import models as _tracking_models  # noqa: E402,F401

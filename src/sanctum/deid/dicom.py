@@ -27,6 +27,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from sanctum.deid.clean import CONTENT_TEXT_KEYWORDS, clean_action
 from sanctum.deid.profile import Options, effective_action, load_table, method_codes
 from sanctum.deid.pseudonyms import Pseudonymiser, shift_da, shift_dt
 from sanctum.deid.scan import scan
@@ -123,7 +124,9 @@ class _Walk:
                     inner_action = (
                         effective_action(rule, self.options, inner.VR) if rule else self.net_action(inner)
                     )
-                    if inner_action not in ("K", "R"):
+                    if inner_action == "C":
+                        inner_action = clean_action(inner, self.options)
+                    if inner_action not in ("K", "R", "RC"):
                         self.remember(name, inner)
             return
         if elem.VR not in STRING_VRS or elem.VR in ("IS", "DS") or elem.value is None:
@@ -155,8 +158,13 @@ class _Walk:
             return "X"
         return "R" if vr == "SQ" else "K"  # R: recurse into a sequence the table does not name
 
-    def dataset(self, ds: Dataset) -> None:
-        """Apply the profile to every element of ``ds``, recursing into sequences."""
+    def dataset(self, ds: Dataset, cleaning: bool = False) -> None:
+        """Apply the profile to every element of ``ds``, recursing into sequences.
+
+        ``cleaning`` is set inside a sequence that an option keeps or cleans (K or C on a sequence):
+        there coded concepts are vocabulary the option means to keep, and content-item text is
+        cleaned rather than removed, so the tree stays a valid SR / code sequence.
+        """
         for elem in list(ds):
             tag = int(elem.tag)
             if elem.tag.element == 0 or tag in PIXEL_DATA_TAGS:
@@ -168,11 +176,19 @@ class _Walk:
                 continue
             rule = self.table.rule(tag)
             action = effective_action(rule, self.options, elem.VR) if rule else self.net_action(elem)
+            if cleaning and elem.keyword in CODE_KEYWORDS:
+                action = "K"
+            elif cleaning and elem.keyword in CONTENT_TEXT_KEYWORDS:
+                action = "C"
             if tag == PATIENT_ID:
                 action = "P"
-            if elem.VR == "UN" and action in ("U", "S", "P"):
-                action = "X"  # an unparsed value cannot be mapped to a pseudonym or shifted: remove it
-            self.apply(ds, elem, action)
+            if action == "C":
+                action = clean_action(elem, self.options)
+            elif action == "K" and elem.VR == "SQ":
+                action = "RC"  # K on a sequence: keep it, clean its items (Table E.1-1a)
+            if elem.VR == "UN" and action in ("U", "S", "P", "RC", "R"):
+                action = "X"  # an unparsed value cannot be mapped, shifted or walked into: remove it
+            self.apply(ds, elem, action, cleaning)
 
     def private(self, ds: Dataset, elem: DataElement) -> None:
         """Remove a private element unless its (creator, element byte) is allow-listed."""
@@ -188,13 +204,13 @@ class _Walk:
         if not keep:
             del ds[elem.tag]
 
-    def apply(self, ds: Dataset, elem: DataElement, action: str) -> None:
+    def apply(self, ds: Dataset, elem: DataElement, action: str, cleaning: bool = False) -> None:
         """Carry out one action on ``elem`` in ``ds``; count it; remember what it replaced."""
         name = elem.keyword or str(elem.tag)
         self.report.actions[f"{name}:{action}"] += 1
-        if action == "R":
+        if action in ("R", "RC"):
             for item in elem.value or []:
-                self.dataset(item)
+                self.dataset(item, cleaning or action == "RC")
             return
         if action == "K":
             return

@@ -7,13 +7,13 @@ own table. We depend on the installed package and never copy the table into this
 edition update is a dependency bump. Why not hand-picked tags: the standard adds attributes every
 edition, and a hand list silently falls behind.
 
-That package ships only the Basic Profile column. The option columns (Retain Device Identity,
-Retain Institution Identity, Retain Patient Characteristics) are small and are written by hand below
-— not yet checked against the standard's option columns (to do before relying on these options);
-each listed tag must also be a row of the loaded table (tested), so they can
-only narrow what the Basic Profile does to attributes the table knows. Retain UIDs and Retain
-Longitudinal Temporal Information are derived from the table itself (every U row, every date/time
-row), not listed by hand.
+That package ships only the Basic Profile column. The option columns (K and C per option) are
+written below as DICOM keywords, because no maintained package that can be installed next to
+pydicom 3 ships them (docs/deidentification.md says which were checked and why each was ruled out).
+Tests check that every listed keyword is a row of the loaded table and cross-check the columns
+against the published machine-readable copies of the table. Retain UIDs and Retain Longitudinal
+Temporal Information are mostly derived from the table itself (every U row, every date/time row)
+plus the few rows listed below.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import importlib
 from dataclasses import dataclass, field
 from functools import cache
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 TABLE_PACKAGE = "dicom-anonymizer"
 TABLE_EDITION = "2026c"
@@ -46,42 +46,108 @@ _CATEGORIES = {
 #: X/Z/U* becomes U for UI attributes (the standard's intent: keep references consistent).
 _SAFER = {"Z/D": "Z", "X/Z": "X", "X/D": "X", "X/Z/D": "X"}
 
-#: Retain Device Identity Option (E.3.7): device identifiers kept.
-DEVICE_IDENTITY = frozenset(
-    {
-        0x00081010,
-        0x00181000,
-        0x00181002,
-        0x00181004,
-        0x00181005,
-        0x00181007,
-        0x00181008,
-        0x0018700A,
-        0x00185011,
-        0x00189371,
-        0x00189373,
-        0x00189367,
-        0x3010002D,
-    }
+
+def _tags(keywords: str) -> frozenset[int]:
+    """Tags for whitespace-separated DICOM keywords; an unknown keyword is a programming error."""
+    found = {kw: tag_for_keyword(kw) for kw in keywords.split()}
+    unknown = [kw for kw, tag in found.items() if tag is None]
+    if unknown:
+        raise LookupError(f"not DICOM keywords: {unknown}")
+    return frozenset(tag for tag in found.values() if tag is not None)
+
+
+# Option columns of Table E.1-1 (K = keep, C = clean). No installable, maintained package ships them
+# (see docs/deidentification.md, "Where the rules come from"), so they are written here as keywords
+# from the standard's table and cross-checked by tests against the published machine-readable copies.
+
+#: Retain Device Identity Option (E.3.8): K rows, then C rows (AE titles and network names).
+DEVICE_IDENTITY = _tags(
+    """BeamHoldTransitionDateTime CalibrationDate CalibrationDateTime CalibrationTime CassetteID
+    DateOfInstallation DateOfLastCalibration DateOfLastDetectorCalibration DateOfManufacture
+    DateTimeOfLastCalibration DetectorID DeviceDescription DeviceLabel DeviceSerialNumber DeviceUID
+    GantryID GeneratorID LensMake LensModel LensSerialNumber LensSpecification
+    ManufacturerDeviceClassUID ManufacturerDeviceIdentifier ModifyingDeviceID ModifyingSystem
+    PerformedStationGeographicLocationCodeSequence PerformedStationName PerformedStationNameCodeSequence
+    PlateID ScheduledProcedureStepLocation ScheduledStationGeographicLocationCodeSequence
+    ScheduledStationName ScheduledStationNameCodeSequence ScheduledStudyLocation SourceManufacturer
+    SourceSerialNumber StationName TimeOfLastCalibration TimeOfLastDetectorCalibration
+    TransducerIdentificationSequence TreatmentMachineName UDISequence UniqueDeviceIdentifier
+    XRayDetectorID XRayDetectorLabel XRaySourceID"""
 )
-#: Retain Institution Identity Option (E.3.8).
-INSTITUTION_IDENTITY = frozenset({0x00080080, 0x00080081, 0x00080082, 0x00081040, 0x00081041})
-#: Retain Patient Characteristics Option (E.3.4).
-PATIENT_CHARACTERISTICS = frozenset(
-    {
-        0x00101010,
-        0x00100040,
-        0x00101020,
-        0x00101030,
-        0x001021C0,
-        0x00102160,
-        0x00102180,
-        0x001021A0,
-        0x00102203,
-    }
+DEVICE_IDENTITY_CLEAN = _tags(
+    """DestinationAE NetworkID Originator PerformedStationAETitle ReceivingAE RequestingAE
+    RetrieveAETitle ScheduledStationAETitle ScheduledStudyLocationAETitle SelectorAEValue StationAETitle"""
 )
-#: Birth date is not a longitudinal attribute: the date options do not retain or shift it.
-_NOT_LONGITUDINAL = frozenset({0x00100030, 0x00100032})
+#: Retain Institution Identity Option (E.3.11): all K.
+INSTITUTION_IDENTITY = _tags(
+    """ClinicalTrialCoordinatingCenterName ClinicalTrialProtocolEthicsCommitteeName ClinicalTrialSiteID
+    ClinicalTrialSiteName InstitutionAddress InstitutionCodeSequence InstitutionName
+    InstitutionalDepartmentName InstitutionalDepartmentTypeCodeSequence SourceOfPreviousValues"""
+)
+#: Retain Patient Characteristics Option (E.3.7): K rows, then C rows.
+PATIENT_CHARACTERISTICS = _tags(
+    """EthnicGroup EthnicGroupCodeSequence PatientAge PatientSex PatientSexNeutered PatientSize
+    PatientWeight PregnancyStatus SelectorASValue SmokingStatus"""
+)
+PATIENT_CHARACTERISTICS_CLEAN = _tags("Allergies PatientState PreMedication SpecialNeeds")
+#: Clean Descriptors Option (E.3.5): all C.
+CLEAN_DESCRIPTORS = _tags(
+    """AcquisitionComments AcquisitionDeviceProcessingDescription AcquisitionFieldOfViewLabel
+    AcquisitionProtocolDescription AdditionalPatientHistory AdmittingDiagnosesCodeSequence
+    AdmittingDiagnosesDescription Allergies AnnotationGroupDescription AnnotationGroupLabel
+    BeamDescription BolusDescription ClinicalTrialSeriesDescription ClinicalTrialTimePointDescription
+    CommentsOnRadiationDose CommentsOnThePerformedProcedureStep CompensatorDescription
+    ConceptualVolumeCombinationDescription ConceptualVolumeDescription ContainerDescription
+    ContrastBolusAgent ContributionDescription DecompositionDescription DerivationDescription
+    DeviceSettingDescription DischargeDiagnosisDescription DisplacementReferenceLabel
+    DoseReferenceDescription EntityDescription EntityLabel EntityLongLabel EntityName
+    EquipmentFrameOfReferenceDescription FilterLookupTableDescription FixationDeviceDescription
+    FractionGroupDescription FractionationNotes FrameComments IdentifyingComments ImageComments
+    ImagingServiceRequestComments Impressions InterlockDescription InterlockOriginDescription
+    InterpretationDiagnosisDescription InterpretationText LabelText LongDeviceDescription MakerNote
+    MedicalAlerts MultienergyAcquisitionDescription Occupation PatientComments
+    PatientSetupPhotoDescription PatientState PatientTreatmentPreparationMethodDescription
+    PatientTreatmentPreparationProcedureParameterDescription PerformedProcedureStepDescription
+    PositionAcquisitionTemplateDescription PositionAcquisitionTemplateName PrescriptionDescription
+    PrescriptionNotes PrescriptionNotesSequence PriorTreatmentDoseDescription ProtocolName
+    PyramidDescription PyramidLabel ROIDescription ROIGenerationDescription ROIName
+    ROIObservationDescription ROIObservationLabel RTPhysicianIntentNarrative RTPlanDescription
+    RTPlanLabel RTPlanName RTPrescriptionLabel RTToleranceSetLabel RTTreatmentApproachLabel
+    RadiationDoseIdentificationLabel RadiationDoseInVivoMeasurementLabel
+    RadiationGenerationModeDescription RadiationGenerationModeLabel ReasonForOmissionDescription
+    ReasonForRequestedProcedureCodeSequence ReasonForStudy ReasonForSuperseding
+    ReasonForTheAttributeModification ReasonForTheImagingServiceRequest ReasonForTheRequestedProcedure
+    ReasonForVisit ReasonForVisitCodeSequence RequestAttributesSequence RequestedContrastAgent
+    RequestedProcedureComments RequestedProcedureDescription RequestedSeriesDescription
+    RespiratoryMotionCompensationTechniqueDescription ResultsComments ScheduledProcedureStepDescription
+    SelectorLOValue SelectorLTValue SelectorSHValue SelectorSTValue SelectorUTValue SeriesDescription
+    ServiceEpisodeDescription SetupTechniqueDescription ShieldingDeviceDescription
+    SpecimenDetailedDescription SpecimenShortDescription StructureSetDescription StructureSetLabel
+    StructureSetName StudyComments StudyDescription TreatmentPositionGroupLabel TreatmentSite
+    TreatmentSites TreatmentTechniqueNotes TreatmentToleranceViolationDescription UserContentLabel
+    UserContentLongLabel VisitComments WaveformFilterDescription"""
+)
+#: Clean Structured Content Option (E.3.4): the SR / acquisition-context / specimen trees.
+CLEAN_STRUCTURED_CONTENT = _tags("AcquisitionContextSequence ContentSequence SpecimenPreparationSequence")
+#: Clean Graphics Option (E.3.3): graphic annotations here; curves 50xx and overlay data and
+#: comments 60xx3000 / 60xx4000 are the table's three repeating-group rows (``CLEAN_GRAPHICS_MASKED``).
+CLEAN_GRAPHICS = _tags("GraphicAnnotationSequence")
+CLEAN_GRAPHICS_MASKED = frozenset(
+    {(0x50000000, 0xFF000000), (0x60003000, 0xFF00FFFF), (0x60004000, 0xFF00FFFF)}
+)
+#: Retain UIDs Option (E.3.9): every U row is kept; these rows are kept too although their Basic
+#: Profile action is not U (a UID removed or dummied, and reference sequences holding UIDs).
+RETAIN_UIDS_EXTRA = _tags(
+    """AffectedSOPInstanceUID AnnotationGroupUID ReferencedPatientSequence
+    ReferencedPerformedProcedureStepSequence ReferencedStudySequence"""
+)
+#: Retain Longitudinal Temporal Information (E.3.6): every DA/DT/TM row, and these non-date-VR
+#: rows (binary timestamps, time-zone offset) — kept under Full Dates; under Modified Dates they
+#: cannot be shifted, so they keep the Basic Profile action.
+LONGITUDINAL_EXTRA = _tags("CertifiedTimestamp FrameOriginTimestamp TimezoneOffsetFromUTC")
+#: Date/time rows that are not longitudinal temporal information: birth date and time are patient
+#: identity, the GPS time stamp is location data. The date options leave them to the Basic Profile.
+_NOT_LONGITUDINAL = _tags("PatientBirthDate PatientBirthTime GPSTimeStamp")
 
 DATE_VRS = frozenset({"DA", "DT", "TM"})
 
@@ -151,8 +217,9 @@ class Options:
 
     ``safe_private`` lists private attributes retained under Retain Safe Private, as
     ``(private creator, element byte)`` pairs, e.g. ``("SIEMENS CSA HEADER", 0x08)``; everything
-    else private is removed. Clean Descriptors / Structured Content / Graphics are not offered:
-    cleaning needs content review, so those attributes get the Basic Profile's removal instead.
+    else private is removed. ``safe_values`` is the project's reviewed list of text values (e.g.
+    ``"CHEST PA"``) that a C (clean) action may keep as they are; any other text is replaced by an
+    empty or neutral value, because software cannot tell whether free text names someone.
     """
 
     retain_uids: bool = False
@@ -162,6 +229,10 @@ class Options:
     longitudinal: str = "none"  # "none" | "full" | "modified"
     retain_safe_private: bool = False
     safe_private: frozenset[tuple[str, int]] = frozenset()
+    clean_descriptors: bool = False
+    clean_structured_content: bool = False
+    clean_graphics: bool = False
+    safe_values: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         """Reject an unknown longitudinal mode rather than silently applying the Basic Profile."""
@@ -169,19 +240,45 @@ class Options:
             raise ValueError("longitudinal must be 'none', 'full' or 'modified'")
 
 
-def effective_action(rule: Rule, options: Options, vr: str) -> str:
-    """The single action (X, Z, D, U, K or S = shift dates) for a row under ``options``.
+def option_action(rule: Rule, options: Options) -> str | None:
+    """The K or C that an enabled option column gives this row, if any (K wins over C).
 
-    ``vr`` is the element's actual VR, used to resolve X/Z/U* and the date options.
+    Date options are not here: they depend on the element's VR (``effective_action``).
+    """
+    tag = rule.tag
+    keep = (
+        (options.retain_device_identity and tag in DEVICE_IDENTITY)
+        or (options.retain_institution_identity and tag in INSTITUTION_IDENTITY)
+        or (options.retain_patient_characteristics and tag in PATIENT_CHARACTERISTICS)
+        or (options.retain_uids and tag in RETAIN_UIDS_EXTRA)
+        or (options.longitudinal == "full" and tag in LONGITUDINAL_EXTRA)
+    )
+    if keep:
+        return "K"
+    clean = (
+        (options.retain_device_identity and tag in DEVICE_IDENTITY_CLEAN)
+        or (options.retain_patient_characteristics and tag in PATIENT_CHARACTERISTICS_CLEAN)
+        or (options.clean_descriptors and tag in CLEAN_DESCRIPTORS)
+        or (options.clean_structured_content and tag in CLEAN_STRUCTURED_CONTENT)
+        or (options.clean_graphics and tag in CLEAN_GRAPHICS)
+        or (options.clean_graphics and (rule.tag, rule.mask) in CLEAN_GRAPHICS_MASKED)
+    )
+    return "C" if clean else None
+
+
+def effective_action(rule: Rule, options: Options, vr: str) -> str:
+    """The single action (X, Z, D, U, K, C = clean or S = shift dates) for a row under ``options``.
+
+    ``vr`` is the element's actual VR, used to resolve X/Z/U* and the date options. K on a
+    sequence means "keep the sequence, clean its items" (Table E.1-1a): the caller recurses.
     """
     tag, action = rule.tag, rule.action
-    if options.retain_device_identity and tag in DEVICE_IDENTITY:
-        return "K"
-    if options.retain_institution_identity and tag in INSTITUTION_IDENTITY:
-        return "K"
-    if options.retain_patient_characteristics and tag in PATIENT_CHARACTERISTICS:
-        return "K"
-    if action == "X/Z/U*":
+    chosen = option_action(rule, options)
+    if chosen is not None:
+        return chosen
+    if action == "X/Z/U*":  # a UID, or a reference sequence holding UIDs
+        if options.retain_uids:
+            return "K"
         action = "U" if vr == "UI" else "X"
     if action == "U":
         return "K" if options.retain_uids else "U"
@@ -192,9 +289,12 @@ def effective_action(rule: Rule, options: Options, vr: str) -> str:
     return _SAFER.get(action, action)
 
 
-#: CID 7050 "De-identification Method" codes (scheme DCM).
+#: CID 7050 "De-identification Method" codes (scheme DCM), in the order they are written.
 CID7050 = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_graphics": ("113103", "Clean Graphics Option"),
+    "clean_structured_content": ("113104", "Clean Structured Content Option"),
+    "clean_descriptors": ("113105", "Clean Descriptors Option"),
     "retain_uids": ("113110", "Retain UIDs Option"),
     "retain_device_identity": ("113109", "Retain Device Identity Option"),
     "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
@@ -214,6 +314,9 @@ def method_codes(options: Options) -> list[tuple[str, str]]:
         "retain_institution_identity",
         "retain_patient_characteristics",
         "retain_safe_private",
+        "clean_descriptors",
+        "clean_structured_content",
+        "clean_graphics",
     ):
         if getattr(options, name):
             codes.append(CID7050[name])

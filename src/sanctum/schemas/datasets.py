@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -80,4 +80,7 @@ class QueryResponse(PublicModel):
 
 
 class ProjectSettingsUpdate(Model):
-    query_row_limit: int = Field(ge=1, le=1_000_000)
+    query_row_limit: int | None = Field(default=None, ge=1, le=1_000_000)
+    artifact_download: Literal["allowed", "airlock"] | None = Field(
+        default=None, description="'airlock': only data owners download experiment artifacts"
+    )

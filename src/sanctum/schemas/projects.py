@@ -22,6 +22,9 @@ class ProjectPublic(PublicModel):
     created_at: datetime
     role: str = Field(description="your role in this project")
     query_row_limit: int = Field(default=1000, description="most rows a query returns to Data Scientists")
+    artifact_download: str = Field(
+        default="allowed", description="'airlock': only data owners download experiment artifacts"
+    )
 
 
 class MemberCreate(Model):

@@ -26,6 +26,7 @@ from sanctum.schemas.tokens import TokenCreate, TokenCreated, TokenPublic
 from sanctum.sdk import credentials
 from sanctum.sdk.datasets import DatasetsMixin
 from sanctum.sdk.errors import SanctumAPIError, SanctumConfigError, SanctumConnectionError
+from sanctum.sdk.jobs import JobsMixin
 
 API = "/api/v1"
 
@@ -80,7 +81,7 @@ def _api_error(response: httpx.Response) -> SanctumAPIError:
         )
 
 
-class Client(DatasetsMixin):
+class Client(DatasetsMixin, JobsMixin):
     """A Sanctum server as seen with one credential. Use as a context manager, or call ``close()``.
 
     ``http`` lets you bring your own ``httpx.Client`` (a proxy, client certificates, or a FastAPI

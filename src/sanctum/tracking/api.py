@@ -24,11 +24,11 @@ from sanctum.api.runtime import Runtime
 from sanctum.db.models import User
 from sanctum.errors import SanctumError
 from sanctum.projects.service import ProjectContext
-from sanctum.tracking import MlflowError, runlog
+from sanctum.tracking import MlflowError, logged_models, runlog
 from sanctum.tracking import service as svc
 from sanctum.tracking.models import ACTIVE, DELETED, Experiment, Run, RunMetric
 
-PREFIXES = ("/api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/2.0/mlflow/")
+PREFIXES = ("/api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/2.0/mlflow-artifacts/")
 WORKSPACE_HEADER = "x-mlflow-workspace"
 router = APIRouter(tags=["mlflow"])
 
@@ -124,6 +124,7 @@ def run_info(run: Run, email: str) -> dict[str, Any]:
 def runs_json(db: Session, runs: list[Run]) -> list[dict[str, Any]]:
     emails = _emails(db, runs)
     data = runlog.run_data(db, [r.id for r in runs])
+    io = logged_models.run_io(db, [r.id for r in runs])
     result = []
     for run in runs:
         email = emails.get(run.user_id or -1, "")
@@ -146,7 +147,8 @@ def runs_json(db: Session, runs: list[Run]) -> list[dict[str, Any]]:
                     "params": [{"key": p.key, "value": p.value} for p in d["params"]],
                     "tags": tags,
                 },
-                "inputs": {},
+                "inputs": io[run.id][0],
+                "outputs": io[run.id][1],
             }
         )
     return result

@@ -91,3 +91,6 @@ class RunLatestMetric(Base):
     is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
     timestamp: Mapped[int] = mapped_column(BigInteger)
     step: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+from sanctum.tracking import registry_models as _registry_models  # noqa: E402,F401

@@ -12,11 +12,17 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from sanctum.api.errors import HTML_RENDERER
-from sanctum.web import pages_auth, pages_datasets, pages_me, pages_projects
+from sanctum.web import pages_auth, pages_datasets, pages_jobs, pages_me, pages_projects
 from sanctum.web.render import STATIC_DIR, render_error
 from sanctum.web.session import Redirect, redirect
 
-ROUTERS = (pages_auth.router, pages_projects.router, pages_datasets.router, pages_me.router)
+ROUTERS = (
+    pages_auth.router,
+    pages_projects.router,
+    pages_datasets.router,
+    pages_jobs.router,
+    pages_me.router,
+)
 
 
 async def _redirect(_: Request, exc: Exception) -> Response:

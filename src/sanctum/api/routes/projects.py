@@ -33,6 +33,7 @@ def project_public(project: Project, role: Role) -> ProjectPublic:
         created_at=project.created_at,
         role=role.value,
         query_row_limit=project.query_row_limit,
+        artifact_download=project.artifact_download,
     )
 
 
@@ -55,15 +56,15 @@ async def get_project(ctx: ProjectReader) -> ProjectPublic:
 
 @router.patch("/{project}/settings")
 def update_settings(body: ProjectSettingsUpdate, ctx: DatasetsManager, db: DbSession) -> ProjectPublic:
-    """Owners set how many rows a query returns to Data Scientists."""
-    old = ctx.project.query_row_limit
-    ctx.project.query_row_limit = body.query_row_limit
-    ctx.record(
-        db,
-        "project.settings",
-        target=ctx.project.name,
-        details={"query_row_limit": {"from": old, "to": body.query_row_limit}},
-    )
+    """Owners set how many rows a query returns to Data Scientists and whether experiment
+    artifacts may be downloaded by everyone who reads them or only through the airlock."""
+    changes: dict[str, dict[str, object]] = {}
+    for field in ("query_row_limit", "artifact_download"):
+        new, old = getattr(body, field), getattr(ctx.project, field)
+        if new is not None:
+            setattr(ctx.project, field, new)
+            changes[field] = {"from": old, "to": new}
+    ctx.record(db, "project.settings", target=ctx.project.name, details=changes)
     db.commit()
     return project_public(ctx.project, ctx.role)
 

@@ -1,0 +1,187 @@
+"""The SecureHPC workflow on a real single-node Slurm: Prolog verification, sealed keys, node runs.
+
+The server submits with ``sbatch --export=NONE``; the Prolog written by ``sanctum slurm install``
+runs ``sanctum node verify-prolog`` on the node; ``sanctum node run`` receives the keys sealed to
+the node and runs the job in the same bubblewrap sandbox. Everything here is real: slurmctld,
+slurmd, munge, bwrap, the HTTP server and the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from nacl.public import PrivateKey
+
+from conftest import missing
+from jobs_helpers import make_job_world
+from sanctum.jobs import nodes
+from sanctum.jobs.node_agent import keygen
+from sanctum.jobs.slurm_dispatch import SlurmDispatcher
+from sanctum.jobs.slurm_install import prolog_script
+from sanctum.security import signing
+
+SANCTUM_BIN = Path(sys.executable).with_name("sanctum")
+
+
+@pytest.fixture
+def hpc(slurm_cluster, runtime, live_server, tmp_path_factory):
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap) is not installed")
+    base = Path(slurm_cluster.root) / f"hpc-{time.monotonic_ns()}"
+    spool, node_dir, staging = base / "spool", base / "node", base / "staging"
+    spool.mkdir(parents=True)
+    settings = runtime.settings
+    settings.slurm_partition = slurm_cluster.partition
+    settings.slurm_conf = slurm_cluster.conf
+    settings.slurm_spool_dir = spool
+    settings.slurm_node_dir = node_dir
+    settings.public_url = live_server.url
+    settings.job_runner = False  # the test drives the dispatcher itself
+    public = keygen(
+        node_dir,
+        name=slurm_cluster.node,
+        server_url=live_server.url,
+        blob_root=settings.data_dir / "blobs",
+        spool=spool,
+        staging=staging,
+    )
+    slurm_cluster.set_prolog(prolog_script(SANCTUM_BIN, live_server.url, extra_args=["--dir", str(node_dir)]))
+    yield {"public": public, "node_dir": node_dir, "spool": spool, "url": live_server.url}
+    slurm_cluster.reset()
+
+
+@pytest.fixture
+def hw(hpc, client, world, people, tmp_path):
+    jw = make_job_world(client, world, people, tmp_path)
+    admin = client.post(
+        "/api/v1/admin/nodes",
+        json={
+            "name": hpc["public"]["name"],
+            "public_key": hpc["public"]["public_key"],
+            "sealing_key": hpc["public"]["sealing_key"],
+            "addresses": ["127.0.0.1"],
+            "location": "site-a",
+        },
+        headers=world.h["admin"],
+    )
+    assert admin.status_code == 201, admin.text
+    return jw
+
+
+def _drive(dispatcher: SlurmDispatcher, sdk, number: int, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dispatcher.tick()
+        job = sdk.get_job("alpha", number)
+        if job.state not in ("queued", "running"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {number} did not end: {sdk.get_job('alpha', number)}")
+
+
+def test_a_signed_job_runs_on_slurm_end_to_end(hw, runtime, slurm_cluster):
+    job = hw.sdk["scientist"].submit_job(
+        "alpha",
+        hw.code,
+        key=hw.keys["scientist"],
+        entrypoint="python job.py",
+        inputs=["vitals"],
+        executor="slurm",
+    )
+    dispatcher = SlurmDispatcher(runtime)
+    ended = _drive(dispatcher, hw.sdk["scientist"], job.id)
+    assert ended.state == "succeeded", (ended.reason, slurm_cluster.logs())
+    assert ended.output is not None and ended.output.version == 1
+    assert {f.path for f in hw.sdk["owner"].list_files("alpha", "job-outputs", 1)} == {
+        "summary.json",
+        "tables/count.txt",
+    }
+    assert "done with 3 rows" in hw.sdk["checker"].job_logs("alpha", job.id).stdout
+    assert hw.sdk["auditor"].lineage("alpha", "job-outputs", 1).executor == "slurm"
+
+
+def test_code_altered_after_signing_is_refused_by_the_prolog(hw, hpc, runtime, slurm_cluster):
+    job = hw.sdk["scientist"].submit_job(
+        "alpha",
+        hw.code,
+        key=hw.keys["scientist"],
+        entrypoint="python job.py",
+        inputs=["vitals"],
+        executor="slurm",
+    )
+    # Someone with write access to the shared spool swaps the code after it was signed and queued.
+    tamper = f"printf 'evil' >> {hpc['spool']}/job-{job.id}/bundle.tar.gz\n"
+    real = prolog_script(SANCTUM_BIN, hpc["url"], extra_args=["--dir", str(hpc["node_dir"])])
+    slurm_cluster.set_prolog(real.replace("PATH=", tamper + "PATH=", 1))
+    ended = _drive(SlurmDispatcher(runtime), hw.sdk["scientist"], job.id)
+    assert ended.state == "rejected" and "Prolog refused" in ended.reason
+    assert ended.output is None
+    assert slurm_cluster.node_state()[0] in ("drained", "draining", "drained*")
+
+
+def _signed_post(url: str, name: str, key, path: str) -> httpx.Response:
+    return httpx.post(
+        url + path,
+        content=b"{}",
+        headers={
+            "Authorization": nodes.auth_header(name, key, "POST", path, b"{}"),
+            "Content-Type": "application/json",
+        },
+    )
+
+
+def test_an_unregistered_node_gets_no_key(hw, hpc, slurm_cluster):
+    stranger = signing.new_private_key()
+    response = _signed_post(hpc["url"], "stranger", stranger, "/api/v1/node/jobs/1/keys")
+    assert response.status_code == 403 and response.json()["error"]["code"] == "unregistered_node"
+    # The registered name with the wrong key is refused too.
+    response = _signed_post(hpc["url"], slurm_cluster.node, stranger, "/api/v1/node/jobs/1/keys")
+    assert response.status_code == 403 and response.json()["error"]["code"] == "node_signature"
+
+
+def test_keys_are_issued_once_and_only_while_scheduled_on_the_node(hw, hpc, runtime, slurm_cluster):
+    job = hw.sdk["scientist"].submit_job(
+        "alpha",
+        hw.code,
+        key=hw.keys["scientist"],
+        entrypoint="python job.py",
+        inputs=["vitals"],
+        executor="slurm",
+    )
+    ended = _drive(SlurmDispatcher(runtime), hw.sdk["scientist"], job.id)
+    assert ended.state == "succeeded", ended.reason
+    node_key = signing.load_private_key((hpc["node_dir"] / "node-signing.pem").read_bytes())
+    with runtime.db.session(write=False) as db:
+        from sanctum.jobs.models import Job
+
+        job_id = db.query(Job.id).filter(Job.number == job.id).scalar()
+    replay = _signed_post(hpc["url"], slurm_cluster.node, node_key, f"/api/v1/node/jobs/{job_id}/keys")
+    assert replay.status_code in (403, 409)
+    # The grant itself is once-only, whatever the job's state.
+    with runtime.db.session() as db:
+        from sanctum.errors import Conflict
+        from sanctum.jobs.models import Job, Node
+
+        found = db.get(Job, job_id)
+        node = db.query(Node).one()
+        with pytest.raises(Conflict):
+            nodes.grant_keys(db, runtime.keyring, node, found)
+
+
+def test_sealed_keys_open_only_with_the_nodes_private_key():
+    from nacl.exceptions import CryptoError
+    from nacl.public import PublicKey, SealedBox
+
+    node, other = PrivateKey.generate(), PrivateKey.generate()
+    sealed = SealedBox(PublicKey(bytes(node.public_key))).encrypt(json.dumps({"k": "v"}).encode())
+    assert json.loads(SealedBox(node).decrypt(sealed)) == {"k": "v"}
+    with pytest.raises(CryptoError):
+        SealedBox(other).decrypt(sealed)
+    assert base64.b64encode(sealed)

@@ -163,7 +163,7 @@ def test_host_secrets_and_other_projects_do_not_exist_inside(job: dict[str, Path
         import json, os, sys
         print(json.dumps({{p: os.path.exists(p) for p in {paths!r}}}))
         dirs = [d for d in ["/", "/root", "/work", "/etc"] if os.path.isdir(d)]
-            print(json.dumps({{d: sorted(os.listdir(d)) for d in dirs}}))
+        print(json.dumps({{d: sorted(os.listdir(d)) for d in dirs}}))
         open({str(secret)!r}, "rb").read()
         """
     result = run_script(job, script)

@@ -25,12 +25,14 @@ def runner(runtime):
     """A runner the test drives by hand (``run_one``), so it can act between submit and start."""
     if shutil.which("bwrap") is None:
         missing("bubblewrap (bwrap) is not installed")
+    if runtime.jobs is not None:  # an app's lifespan already started one: a test must not race it
+        runtime.jobs.stop()
     runtime.jobs = JobRunner(runtime)  # present but not started: the app's lifespan leaves it alone
     return runtime.jobs
 
 
 @pytest.fixture
-def jw(client, world, people, tmp_path, runner) -> JobWorld:
+def jw(runner, client, world, people, tmp_path) -> JobWorld:
     return make_job_world(client, world, people, tmp_path)
 
 

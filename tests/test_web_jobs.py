@@ -35,12 +35,14 @@ READERS = ("owner", "scientist", "checker", "auditor")
 def runner(runtime):
     if shutil.which("bwrap") is None:
         missing("bubblewrap (bwrap) is not installed")
+    if runtime.jobs is not None:  # an app's lifespan already started one: a test must not race it
+        runtime.jobs.stop()
     runtime.jobs = JobRunner(runtime)  # present but not started: the test calls run_one()
     return runtime.jobs
 
 
 @pytest.fixture
-def jw(client, world, people, tmp_path, runner) -> JobWorld:
+def jw(runner, client, world, people, tmp_path) -> JobWorld:
     return make_job_world(client, world, people, tmp_path)
 
 

@@ -67,11 +67,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # full passes, which otherwise stall every in-flight request for tens of milliseconds.
         gc.collect()
         gc.freeze()
+        started = None  # the runner this app started, and so the one it stops
         if runtime.settings.job_runner and runtime.jobs is None:
             from sanctum.jobs.runner import JobRunner
 
-            runtime.jobs = JobRunner(runtime)
-            runtime.jobs.start()
+            started = runtime.jobs = JobRunner(runtime)
+            started.start()
         dispatcher = None
         if (
             runtime.settings.job_runner
@@ -87,8 +88,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         finally:
             if dispatcher is not None:
                 dispatcher.stop()
-            if runtime.jobs is not None:
-                runtime.jobs.stop()
+            if started is not None:
+                started.stop()
+            if runtime.jobs is started:
                 runtime.jobs = None
             runtime.close()
 

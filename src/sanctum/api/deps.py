@@ -304,6 +304,7 @@ ProjectLister = _platform(Permission.PROJECTS_LIST)
 ProjectCreator = _platform(Permission.PROJECT_CREATE)
 UserAdmin = _platform(Permission.USERS_MANAGE)
 AuditAdmin = _platform(Permission.AUDIT_READ_ALL)
+NodesAdmin = _platform(Permission.NODES_MANAGE)
 
 # Project contexts, by what the caller's role must allow there.
 ProjectReader = _project(Permission.PROJECT_READ)
@@ -318,3 +319,5 @@ DataDownloader = _project(Permission.DATA_DOWNLOAD)
 DataQuerier = _project(Permission.DATA_QUERY)
 Sharer = _project(Permission.DATASETS_SHARE)
 Shredder = _project(Permission.DATASETS_SHRED)
+JobsReader = _project(Permission.JOBS_READ)
+JobSubmitter = _project(Permission.JOBS_SUBMIT, for_update=True)

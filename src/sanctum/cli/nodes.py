@@ -74,7 +74,7 @@ def node_register(
 @node_app.command("verify-prolog")
 def node_verify_prolog(directory: DirOption = None) -> None:
     """Run by the Slurm Prolog: exit 0 only if this node verified the job's signed manifest and code."""
-    from sanctum.jobs.node_agent import NodeConfig, NodeError, verify_prolog
+    from sanctum.jobs.node_agent import NodeConfig, verify_prolog
 
     try:
         job = verify_prolog(NodeConfig.load(directory))
@@ -82,7 +82,6 @@ def node_verify_prolog(directory: DirOption = None) -> None:
         print(f"refused: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     print(f"sanctum job {job}: manifest and code verified", file=sys.stderr)
-    _ = NodeError
 
 
 @node_app.command("run")

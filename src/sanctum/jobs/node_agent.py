@@ -26,7 +26,7 @@ from nacl.public import PrivateKey, SealedBox
 
 from sanctum.jobs import bundle as bundles
 from sanctum.jobs import manifest as manifests
-from sanctum.jobs import outputs, sandbox, slurm
+from sanctum.jobs import outputs, sandbox, slurm, staging
 from sanctum.jobs.nodes import auth_header
 from sanctum.jobs.runner import job_environment
 from sanctum.jobs.slurm_dispatch import job_id_from_script, spool_dir
@@ -192,9 +192,7 @@ def _execute(
     store = LocalBlobStore(config.blob_root)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(mode=0o700, parents=True)
-    code, data, output, logs = (root / n for n in ("code", "data", "output", "logs"))
-    for folder in (code, data, output, logs):
-        folder.mkdir(mode=0o700)
+    code, data, output, logs = staging.job_folders(root)
     bundles.unpack(bundle, code, max_bytes=max(manifest.bundle_size, 1024))
     inputs: dict[str, Path] = {}
     for item in plan["inputs"]:
@@ -203,18 +201,11 @@ def _execute(
         target.mkdir(mode=0o700)
         for entry in item["files"]:
             name = f"{item['name']}.parquet" if item["kind"] == "table" else entry["path"]
-            path = target / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
-            with path.open("xb") as handle:
-                for piece in store.open_range(entry["blob_id"], key):
-                    digest.update(piece)
-                    handle.write(piece)
-            if item["kind"] != "table" and digest.hexdigest() != entry["sha256"]:
-                return {
-                    "state": "failed",
-                    "reason": f"input file {entry['path']} failed its checksum on the node",
-                }
+            exact = item["kind"] != "table"
+            if not staging.decrypt_file(
+                store, entry["blob_id"], key, target / name, entry["size"], exact=exact
+            ):
+                return {"state": "failed", "reason": f"input file {entry['path']} is truncated on the node"}
         inputs[item["mount"]] = target
     resources = manifest.resources
     spec = sandbox.SandboxSpec(

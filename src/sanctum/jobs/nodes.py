@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from sanctum import names
 from sanctum.datasets import catalog
 from sanctum.datasets.keyring import Keyring
-from sanctum.db.models import Dataset, DatasetVersion
+from sanctum.db.models import Dataset, DatasetVersion, Project
 from sanctum.db.types import utcnow
 from sanctum.errors import Conflict, Denied, InvalidInput, NotFound
 from sanctum.jobs.models import Job, JobInput, Node, NodeKeyGrant, SigningKey
@@ -181,8 +181,6 @@ def grant_keys(session: Session, keyring: Keyring, node: Node, job: Job) -> str:
         raise Conflict(
             "the keys for this job were already issued", code="keys_issued", persist=True
         ) from None
-    from sanctum.db.models import Project
-
     project = session.get(Project, job.project_id)
     output = session.get(Dataset, job.output_dataset_id) if job.output_dataset_id else None
     if project is None or output is None:

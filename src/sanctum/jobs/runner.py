@@ -150,6 +150,7 @@ class JobRunner:
             assert project is not None
             key = job_key(session, runtime.keyring, job, project)
             bundle = b"".join(runtime.store.open_range(job.bundle_blob_id or "", key))
+            number = job.number
             try:
                 manifest = verify.for_run(session, job, bundle)
             except verify.Refused as exc:
@@ -183,7 +184,7 @@ class JobRunner:
                 time_seconds=resources.time_limit_s,
                 output_mb=resources.output_mb,
             ),
-            env=job_environment(manifest.parameters, job_number=self._number(job_id)),
+            env=job_environment(manifest.parameters, job_number=number),
             log_dir=staged.logs,
             uid=self.settings.sandbox_uid,
             gid=self.settings.sandbox_uid,
@@ -208,11 +209,6 @@ class JobRunner:
                     collected = outputs.collect(staged.output, runtime.store, data_key)
         self._finish(job_id, outcome, logs, collected)
         return outcome
-
-    def _number(self, job_id: int) -> int:
-        with self.runtime.db.session(write=False) as session:
-            job = session.get(Job, job_id)
-            return job.number if job else 0
 
     def _watch_cancel(self, job_id: int, cancel: threading.Event) -> None:
         while not cancel.wait(1.0):

@@ -8,6 +8,7 @@ queue while its signer leaves the project or its manifest expires.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sanctum.access.permissions import Permission
+from sanctum.access.policy import role_allows
 from sanctum.datasets import catalog
 from sanctum.datasets.keyring import Keyring
 from sanctum.db.models import Dataset, DatasetVersion
@@ -87,8 +89,6 @@ def signing_digest(canonical: bytes) -> str:
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
@@ -242,7 +242,7 @@ def cancel(session: Session, ctx: ProjectContext, number: int) -> Job:
     """Queued jobs end at once; running ones are stopped by their executor within a second or two."""
     job = load(session, ctx, number, for_update=True)
     own = job.submitted_by_id == ctx.principal.user_id
-    if not own and Permission.JOBS_MANAGE not in _granted(ctx):
+    if not own and not role_allows(ctx.role, Permission.JOBS_MANAGE, ctx.principal.scopes):
         raise Denied("only the job's submitter or a data owner may cancel it", code="forbidden")
     if job.state not in ACTIVE:
         raise Conflict(f"the job has already ended ({job.state})", code="job_ended")
@@ -253,12 +253,6 @@ def cancel(session: Session, ctx: ProjectContext, number: int) -> Job:
         job.ended_at = datetime.now(UTC)
     ctx.record(session, "job.cancel", target=f"job:{number}", details={"state": job.state})
     return job
-
-
-def _granted(ctx: ProjectContext) -> frozenset[Permission]:
-    from sanctum.access.permissions import ROLE_PERMISSIONS
-
-    return ROLE_PERMISSIONS[ctx.role] & ctx.principal.scopes
 
 
 def manifest_document(job: Job) -> dict[str, object]:

@@ -8,6 +8,7 @@ watcher turns what Slurm says into a clear end: a job held after a failed Prolog
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -123,7 +124,7 @@ class SlurmDispatcher:
             assert project is not None
             key = job_key(session, runtime.keyring, job, project)
             bundle = b"".join(runtime.store.open_range(job.bundle_blob_id or "", key))
-            manifest = manifests.parse(__import__("json").loads(job.manifest))
+            manifest = manifests.parse(json.loads(job.manifest))
             folder = spool_dir(self.spool, job.id)
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             (folder / "bundle.tar.gz").write_bytes(bundle)

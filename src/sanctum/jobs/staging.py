@@ -67,10 +67,7 @@ def stage(
     root = job_dir(data_dir, job_id)
     wipe(root)
     root.mkdir(mode=0o700)
-    code, data, output, logs = root / "code", root / "data", root / "output", root / "logs"
-    for path in (code, data, output):
-        path.mkdir(mode=0o700)
-    logs.mkdir(mode=0o700)
+    code, data, output, logs = job_folders(root)
     bundles.unpack(bundle, code, max_bytes=max_bundle_bytes)
     staged_inputs: dict[str, Path] = {}
     total = 0
@@ -86,15 +83,9 @@ def stage(
             relative = PurePosixPath(entry.path)
             if dataset.kind == "table":
                 relative = PurePosixPath(f"{dataset.name}.parquet")
-            path = target / relative
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # No second hash: every segment is authenticated (AES-GCM) under a key bound to this blob,
-            # so a tampered or swapped blob fails to decrypt; a short one fails the size check.
-            written = 0
-            with path.open("xb") as handle:
-                for piece in store.open_range(entry.blob_id, key):
-                    written += handle.write(piece)
-            if dataset.kind != "table" and written != entry.size:
+            if not decrypt_file(
+                store, entry.blob_id, key, target / relative, entry.size, exact=dataset.kind != "table"
+            ):
                 raise OSError(f"input {pinned.address}@{pinned.version_number}:{entry.path} is truncated")
             total += entry.size
         staged_inputs[mount] = target
@@ -103,6 +94,30 @@ def stage(
     if os.geteuid() == 0:
         os.chown(logs, 0, 0)
     return Staged(root, code, staged_inputs, output, logs, total)
+
+
+def job_folders(root: Path) -> tuple[Path, Path, Path, Path]:
+    """Make a job's code, data, output and logs folders (0700) under a fresh ``root``."""
+    folders = (root / "code", root / "data", root / "output", root / "logs")
+    for path in folders:
+        path.mkdir(mode=0o700)
+    return folders
+
+
+def decrypt_file(
+    store: LocalBlobStore, blob_id: str, key: bytes, path: Path, size: int, *, exact: bool
+) -> bool:
+    """Decrypt one blob to a new file; False if it held fewer bytes than ``size`` (when ``exact``).
+
+    No second hash: every segment is authenticated (AES-GCM) under a key bound to this blob, so a
+    tampered or swapped blob fails to decrypt; a short one fails the size check.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    written = 0
+    with path.open("xb") as handle:
+        for piece in store.open_range(blob_id, key):
+            written += handle.write(piece)
+    return written == size or not exact
 
 
 def wipe(root: Path) -> None:

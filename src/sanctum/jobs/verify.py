@@ -61,11 +61,9 @@ def signature_holds(key: SigningKey, canonical: bytes, signature: bytes) -> bool
 def for_run(session: Session, job: Job, bundle: bytes | None) -> manifests.Manifest:
     """Re-verify a queued job just before it runs; raises Refused with the reason."""
     try:
-        check_signer(session, job.project_id, job.signer_fingerprint, submitter_id=None)
+        key = check_signer(session, job.project_id, job.signer_fingerprint, submitter_id=None)
     except Denied as exc:
         raise Refused(exc.message) from None
-    key = session.scalar(select(SigningKey).where(SigningKey.fingerprint == job.signer_fingerprint))
-    assert key is not None
     canonical = job.manifest.encode()
     if signing.canonical(json.loads(canonical)) != canonical:
         raise Refused("the stored manifest is not in canonical form")

@@ -24,7 +24,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sanctum.access.permissions import Permission
-from sanctum.access.policy import role_allows
 from sanctum.api.deps import DbSession, RuntimeDep
 from sanctum.api.routes import jobs as jobs_api
 from sanctum.api.runtime import Runtime
@@ -37,7 +36,8 @@ from sanctum.jobs.states import ACTIVE, JobState
 from sanctum.projects.service import ProjectContext
 from sanctum.schemas.jobs import JobDetail, JobSubmit
 from sanctum.security import signing
-from sanctum.web.render import render
+from sanctum.web.pages_datasets import _allows
+from sanctum.web.pages_datasets import _page as project_page
 from sanctum.web.session import ProjectPage, end_failed, redirect
 
 router = APIRouter(include_in_schema=False)
@@ -61,23 +61,9 @@ BOX_W, BOX_H, GAP, COL_GAP, PAD = 200, 40, 14, 60, 8
 LABEL_CHARS = 26
 
 
-def _allows(ctx: ProjectContext, permission: Permission) -> bool:
-    return role_allows(ctx.role, permission, ctx.principal.scopes)
-
-
 def _page(request: Request, name: str, ctx: ProjectContext, *, status: int = 200, **context: Any) -> Response:
-    """Every job page knows its project and role; ``can_query`` feeds the shared data sub-navigation."""
-    return render(
-        request,
-        name,
-        status=status,
-        section="projects",
-        project=ctx.project,
-        role=ctx.role,
-        can_query=_allows(ctx, Permission.DATA_QUERY),
-        duration=duration,
-        **context,
-    )
+    """A project data page (shared layout and sub-navigation) that can format run times."""
+    return project_page(request, name, ctx, status=status, duration=duration, **context)
 
 
 def duration(seconds: float | None) -> str:

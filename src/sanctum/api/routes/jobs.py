@@ -10,8 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
-from sanctum.access.permissions import Permission
-from sanctum.api.deps import DbSession, RuntimeDep, _project
+from sanctum.api.deps import DbSession, JobsReader, JobSubmitter, RuntimeDep
 from sanctum.api.runtime import Runtime
 from sanctum.db.models import Dataset, User
 from sanctum.errors import InvalidInput, SanctumError
@@ -22,9 +21,6 @@ from sanctum.schemas.jobs import InputPublic, JobDetail, JobLogs, JobPublic, Job
 from sanctum.security import signing
 
 router = APIRouter(prefix="/api/v1/projects/{project}", tags=["jobs"])
-
-JobsReader = _project(Permission.JOBS_READ)
-JobSubmitter = _project(Permission.JOBS_SUBMIT, for_update=True)
 
 
 def submit_body_limit(max_bundle_bytes: int) -> Callable[[str, str], int | None]:

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from sanctum.access.permissions import Permission
-from sanctum.api.deps import DbSession, RuntimeDep, _platform, client_ip
+from sanctum.api.deps import DbSession, NodesAdmin, RuntimeDep, client_ip
 from sanctum.api.runtime import Runtime
 from sanctum.audit import AuditContext, record
 from sanctum.datasets.paths import file_path
@@ -25,7 +24,6 @@ from sanctum.security import signing
 from sanctum.store import BlobInfo
 
 router = APIRouter(tags=["nodes"])
-NodesAdmin = _platform(Permission.NODES_MANAGE)
 
 
 class NodeCreate(Model):

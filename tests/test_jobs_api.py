@@ -312,3 +312,48 @@ def test_a_job_reruns_from_its_stored_bundle_with_a_fresh_signature(jw, runner):
     with pytest.raises(SanctumAPIError) as err:  # another project's job number is not found
         jw.sdk["other_owner"].submit_signed("beta", document, "x" * 88, None, bundle_from_job=first.id)
     assert err.value.status in (403, 404, 422)
+
+
+def test_a_jobs_summary_metrics_are_returned_and_bad_ones_ignored_with_a_reason(jw, runner, tmp_path):
+    script = "import json\njson.dump({'acc': 0.9, 'loss': 1}, open('/output/metrics.json', 'w'))\n"
+    code = write_code(tmp_path / "metrics", script)
+    job = jw.sdk["scientist"].submit_job("alpha", code, key=jw.keys["scientist"], entrypoint="python job.py")
+    runner.run_one()
+    done = jw.sdk["checker"].get_job("alpha", job.id)
+    assert done.state == "succeeded" and done.metrics == {"acc": 0.9, "loss": 1.0}
+    # The file was written by untrusted code: anything but a flat object of finite numbers is ignored.
+    for index, bad in enumerate(["{'acc': float('nan')}", "[1, 2]", "{'acc': 'high'}", "{'x' * 300: 1}"]):
+        script = f"import json\njson.dump({bad}, open('/output/metrics.json', 'w'))\n"
+        code = write_code(tmp_path / f"bad{index}", script)
+        job = jw.sdk["scientist"].submit_job(
+            "alpha", code, key=jw.keys["scientist"], entrypoint="python job.py"
+        )
+        runner.run_one()
+        done = jw.sdk["scientist"].get_job("alpha", job.id)
+        assert done.state == "succeeded" and done.metrics is None
+        assert "metrics ignored" in done.reason and "metrics.json" in done.reason
+
+
+def test_a_running_jobs_logs_are_readable_live_and_it_can_be_stopped(jw, runner, tmp_path):
+    import threading
+    import time
+
+    script = "import time\nprint('epoch 1 loss 0.9', flush=True)\ntime.sleep(60)\n"
+    code = write_code(tmp_path / "slow", script)
+    job = jw.sdk["scientist"].submit_job("alpha", code, key=jw.keys["scientist"], entrypoint="python job.py")
+    worker = threading.Thread(target=runner.run_one)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        logs = jw.sdk["checker"].job_logs("alpha", job.id)
+        while "epoch 1" not in logs.stdout and time.monotonic() < deadline:
+            time.sleep(0.2)
+            logs = jw.sdk["checker"].job_logs("alpha", job.id)
+        assert logs.live and "epoch 1 loss 0.9" in logs.stdout
+        jw.sdk["scientist"].cancel_job("alpha", job.id)
+    finally:
+        worker.join(90)
+    ended = jw.sdk["scientist"].get_job("alpha", job.id)
+    assert ended.state == "cancelled"
+    logs = jw.sdk["scientist"].job_logs("alpha", job.id)
+    assert not logs.live and "epoch 1 loss 0.9" in logs.stdout  # the stored log once it ended

@@ -9,8 +9,10 @@ slurmd, munge, bwrap, the HTTP server and the CLI.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 from nacl.public import PrivateKey
 
 from conftest import missing
-from jobs_helpers import make_job_world
+from jobs_helpers import make_job_world, write_code
 from sanctum.jobs import nodes
 from sanctum.jobs.node_agent import keygen
 from sanctum.jobs.slurm_dispatch import SlurmDispatcher
@@ -53,7 +55,7 @@ def hpc(slurm_cluster, runtime, live_server, tmp_path_factory):
         staging=staging,
     )
     slurm_cluster.set_prolog(prolog_script(SANCTUM_BIN, live_server.url, extra_args=["--dir", str(node_dir)]))
-    yield {"public": public, "node_dir": node_dir, "spool": spool, "url": live_server.url}
+    yield {"public": public, "node_dir": node_dir, "spool": spool, "staging": staging, "url": live_server.url}
     slurm_cluster.reset()
 
 
@@ -185,3 +187,96 @@ def test_sealed_keys_open_only_with_the_nodes_private_key():
     with pytest.raises(CryptoError):
         SealedBox(other).decrypt(sealed)
     assert base64.b64encode(sealed)
+
+
+SLOW_JOB = (
+    "import time\n"
+    "open('/output/partial.txt', 'w').write('half of a result')\n"
+    "print('started', flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def _start_slow_job(hw, hpc, runtime, tmp_path):
+    """Submit a job that writes part of its output and then runs on; return it once it does."""
+    code = write_code(tmp_path / "slow", SLOW_JOB)
+    job = hw.sdk["scientist"].submit_job(
+        "alpha",
+        code,
+        key=hw.keys["scientist"],
+        entrypoint="python job.py",
+        inputs=["vitals"],
+        executor="slurm",
+    )
+    dispatcher = SlurmDispatcher(runtime)
+    with runtime.db.session(write=False) as db:
+        from sanctum.jobs.models import Job
+
+        job_id = db.query(Job.id).filter(Job.number == job.id).scalar()
+    staged = hpc["staging"] / f"job-{job_id}"
+    deadline = time.monotonic() + 90
+    while not (staged / "output" / "partial.txt").exists():
+        assert time.monotonic() < deadline, hw.sdk["scientist"].get_job("alpha", job.id)
+        dispatcher.tick()
+        time.sleep(0.3)
+    assert (staged / "data" / "vitals").is_dir()  # decrypted inputs are on the node now
+    return job, job_id, staged, dispatcher
+
+
+def _kill_tree(job_id: int) -> None:
+    """Power loss, as far as the job is concerned: SIGKILL, so no ``finally`` anywhere runs."""
+    import psutil
+
+    agents = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"]
+        and "node" in p.info["cmdline"]
+        and "run" in p.info["cmdline"]
+        and str(job_id) in p.info["cmdline"]
+    ]
+    assert agents, "the node agent is not running"
+    victims = [q for a in agents for q in [a, *a.children(recursive=True)]]
+    for victim in victims:
+        with contextlib.suppress(psutil.Error):
+            victim.kill()
+    psutil.wait_procs(victims, timeout=10)
+
+
+def test_a_node_that_dies_mid_job_ends_it_failed_without_output_and_its_staging_is_wiped(
+    hw, hpc, runtime, slurm_cluster, tmp_path
+):
+    job, job_id, staged, dispatcher = _start_slow_job(hw, hpc, runtime, tmp_path)
+    _kill_tree(job_id)
+    slurm_cluster.run(
+        "scontrol", "update", f"nodename={slurm_cluster.node}", "state=down", "reason=power-loss"
+    )
+    ended = _drive(dispatcher, hw.sdk["scientist"], job.id)
+    assert ended.state == "failed" and "did the node die" in ended.reason, ended.reason
+    assert ended.output is None
+    assert hw.sdk["owner"].list_versions("alpha", "job-outputs", drafts=True) == []  # no partial version
+    # The dead node kept its plaintext; the next start of the node agent (or `sanctum node wipe`
+    # at boot) removes it.
+    assert staged.exists()
+    slurm_cluster.resume_node()
+    wiped = subprocess.run(
+        [str(SANCTUM_BIN), "node", "wipe", "--dir", str(hpc["node_dir"]), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(wiped.stdout) == {"wiped": [staged.name]}
+    assert not staged.exists()
+
+
+def test_a_job_cancelled_while_running_on_slurm_wipes_its_staging_on_the_node(
+    hw, hpc, runtime, slurm_cluster, tmp_path
+):
+    job, _, staged, dispatcher = _start_slow_job(hw, hpc, runtime, tmp_path)
+    hw.sdk["scientist"].cancel_job("alpha", job.id)
+    ended = _drive(dispatcher, hw.sdk["scientist"], job.id)
+    assert ended.state == "cancelled" and ended.output is None
+    deadline = time.monotonic() + 60  # scancel sends SIGTERM: the agent unwinds, kills the sandbox, wipes
+    while staged.exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not staged.exists(), slurm_cluster.logs()

@@ -98,6 +98,20 @@ def node_run(
         raise typer.Exit(1)
 
 
+@node_app.command("wipe")
+def node_wipe(directory: DirOption = None, as_json: JsonFlag = False) -> None:
+    """Remove staged data no running job holds (run it at boot: a node that lost power left some)."""
+    from sanctum.jobs.node_agent import NodeConfig
+    from sanctum.jobs.node_staging import wipe_stale
+
+    wiped = wipe_stale(NodeConfig.load(directory).staging_dir)
+    if as_json:
+        emit_json({"wiped": wiped})
+    else:
+        names = f": {', '.join(wiped)}" if wiped else ""
+        console.print(f"wiped {len(wiped)} stale staging folder(s){names}")
+
+
 @slurm_app.command("install")
 def slurm_install(
     prolog: Annotated[Path, typer.Option(help="where to write the Prolog script")],

@@ -301,6 +301,7 @@ class LogPump(threading.Thread):
                 if written < self.cap:
                     keep = chunk[: self.cap - written]
                     out.write(keep)
+                    out.flush()  # live logs: a reader sees each line as the job prints it
                     written += len(keep)
                     truncated = truncated or len(keep) < len(chunk)
                 else:

@@ -74,6 +74,7 @@ class Job(Base):
         ForeignKey("dataset_versions.id", ondelete="SET NULL"), index=True
     )
     dmp_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metrics: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON from /output/metrics.json
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     slurm_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     node_id: Mapped[int | None] = mapped_column(ForeignKey("compute_nodes.id", ondelete="SET NULL"))

@@ -11,10 +11,10 @@ the shared store and reports. Staged plaintext is wiped whatever happens.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +26,7 @@ from nacl.public import PrivateKey, SealedBox
 
 from sanctum.jobs import bundle as bundles
 from sanctum.jobs import manifest as manifests
-from sanctum.jobs import outputs, sandbox, slurm, staging
+from sanctum.jobs import node_staging, outputs, sandbox, slurm, staging
 from sanctum.jobs.nodes import auth_header
 from sanctum.jobs.runner import job_environment
 from sanctum.jobs.slurm_dispatch import job_id_from_script, spool_dir
@@ -165,8 +165,10 @@ def run(job_id: int, config: NodeConfig | None = None) -> str:
     """Run one job on this node; returns the state it ended in (also reported to the server)."""
     config = config or NodeConfig.load()
     client = NodeClient(config)
-    root = config.staging_dir / f"job-{job_id}"
-    try:
+    if threading.current_thread() is threading.main_thread():
+        node_staging.stop_on_sigterm()
+    node_staging.wipe_stale(config.staging_dir)  # what a dead node or killed run left behind
+    with node_staging.held(node_staging.job_root(config.staging_dir, job_id)) as root:
         try:
             plan, manifest, bundle = verify(client, job_id)
             sealed = base64.b64decode(client.post(f"/api/v1/node/jobs/{job_id}/keys")["sealed"])
@@ -174,11 +176,18 @@ def run(job_id: int, config: NodeConfig | None = None) -> str:
         except NodeError as exc:
             client.post(f"/api/v1/node/jobs/{job_id}/result", {"state": "rejected", "reason": str(exc)})
             return "rejected"
-        result = _execute(config, plan, manifest, bundle, keys, root)
+        try:
+            result = _execute(config, plan, manifest, bundle, keys, root)
+        except node_staging.Terminated:
+            # Best effort: the server's Slurm watcher ends the job anyway if this report is lost.
+            with contextlib.suppress(NodeError, httpx.HTTPError):
+                client.post(
+                    f"/api/v1/node/jobs/{job_id}/result",
+                    {"state": "failed", "reason": "stopped by Slurm (SIGTERM); staged data wiped"},
+                )
+            raise
         client.post(f"/api/v1/node/jobs/{job_id}/result", result)
         return str(result["state"])
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _execute(
@@ -190,7 +199,6 @@ def _execute(
     root: Path,
 ) -> dict[str, Any]:
     store = LocalBlobStore(config.blob_root)
-    shutil.rmtree(root, ignore_errors=True)
     root.mkdir(mode=0o700, parents=True)
     code, data, output, logs = staging.job_folders(root)
     bundles.unpack(bundle, code, max_bytes=max(manifest.bundle_size, 1024))
@@ -239,4 +247,6 @@ def _execute(
             {"path": p, "blob_id": i.blob_id, "size": i.size, "sha256": i.sha256} for p, i in collected.files
         ]
         result["skipped"] = len(collected.skipped)
+        result["metrics"] = collected.metrics
+        result["metrics_problem"] = collected.metrics_problem
     return result

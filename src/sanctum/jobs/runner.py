@@ -269,6 +269,10 @@ def finish_job(
         if collected is not None:
             if collected.skipped:
                 outcome.reason += f"; skipped {len(collected.skipped)} entries that are not plain files"
+            if collected.metrics_problem:
+                outcome.reason += f"; {collected.metrics_problem} (metrics ignored)"
+            if collected.metrics is not None:
+                job.metrics = json.dumps(collected.metrics, sort_keys=True)
             if collected.files:
                 details["output"] = f"{job.output_name}@{_record_outputs(session, ctx, job, collected)}"
             else:

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sanctum.db.models import Project
 from sanctum.jobs import manifest as manifests
 from sanctum.jobs import slurm
-from sanctum.jobs.models import Job
+from sanctum.jobs.models import Job, NodeKeyGrant
 from sanctum.jobs.runner import Outcome, finish_job, signer_context
 from sanctum.jobs.service import job_key
 from sanctum.jobs.states import JobState
@@ -162,11 +162,11 @@ class SlurmDispatcher:
     def watch(self) -> None:
         with self.runtime.db.session(write=False) as session:
             running = session.execute(
-                select(Job.id, Job.slurm_job_id, Job.cancel_requested).where(
-                    Job.state == JobState.RUNNING, Job.executor == "slurm", Job.slurm_job_id.is_not(None)
-                )
+                select(Job.id, Job.slurm_job_id, Job.cancel_requested, NodeKeyGrant.id)
+                .outerjoin(NodeKeyGrant, NodeKeyGrant.job_id == Job.id)
+                .where(Job.state == JobState.RUNNING, Job.executor == "slurm", Job.slurm_job_id.is_not(None))
             ).all()
-        for job_id, slurm_id, cancel in running:
+        for job_id, slurm_id, cancel, granted in running:
             try:
                 seen = slurm.job(self.slurm, slurm_id)
             except slurm.SlurmError as exc:
@@ -175,6 +175,18 @@ class SlurmDispatcher:
             if cancel and not seen.finished:
                 slurm.cancel(self.slurm, slurm_id)
                 self._end(job_id, Outcome(JobState.CANCELLED, "cancelled while running on Slurm"))
+            elif granted is not None and seen.state == "PENDING":
+                # A node received the keys and the job is pending again: Slurm requeued it after the
+                # node failed. Keys are sealed once, so a rerun could not start: end it plainly.
+                slurm.cancel(self.slurm, slurm_id)
+                self._end(
+                    job_id,
+                    Outcome(
+                        JobState.FAILED,
+                        "the node running the job failed (did the node die?) and Slurm requeued it; "
+                        "no output was stored",
+                    ),
+                )
             elif seen.held:
                 slurm.cancel(self.slurm, slurm_id)
                 self._end(

@@ -67,12 +67,16 @@ class JobDetail(JobPublic):
     manifest: dict[str, Any]
     signature: str
     signature_valid: bool
+    metrics: dict[str, float] | None = Field(
+        default=None, description="what the job wrote to /output/metrics.json, once it succeeded"
+    )
 
 
 class JobLogs(PublicModel):
     stdout: str
     stderr: str
     truncated: bool = False
+    live: bool = Field(default=False, description="the job is still running: the tail so far")
 
 
 class Lineage(PublicModel):

@@ -181,7 +181,7 @@ def _signer_email(db: Session, job: Job) -> str | None:
     return user.email if user else None
 
 
-def _logs(db: Session, runtime: Runtime, ctx: ProjectContext, job: Job) -> dict[str, str] | None:
+def _logs(db: Session, runtime: Runtime, ctx: ProjectContext, job: Job) -> dict[str, Any] | None:
     try:
         return jobs_api.read_logs(db, runtime, ctx, job)
     except SanctumError:  # the job's keys were destroyed with its project's data

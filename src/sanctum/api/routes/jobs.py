@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
@@ -14,8 +15,9 @@ from sanctum.api.deps import DbSession, JobsReader, JobSubmitter, RuntimeDep
 from sanctum.api.runtime import Runtime
 from sanctum.db.models import Dataset, User
 from sanctum.errors import InvalidInput, SanctumError
-from sanctum.jobs import lineage, service
+from sanctum.jobs import lineage, outputs, service, staging
 from sanctum.jobs.models import Job, SigningKey
+from sanctum.jobs.states import JobState
 from sanctum.projects.service import ProjectContext
 from sanctum.schemas.jobs import InputPublic, JobDetail, JobLogs, JobPublic, JobSubmit, Lineage, OutputRef
 from sanctum.security import signing
@@ -72,7 +74,10 @@ def job_public(session: Session, job: Job, project: str, *, detail: bool = False
     valid = bool(key) and signing.verify(
         key.public_key, job.manifest.encode(), signing.decode_signature(job.signature)
     )
-    return JobDetail(**fields, manifest=manifest, signature=job.signature, signature_valid=valid)
+    metrics = json.loads(job.metrics) if job.metrics else None
+    return JobDetail(
+        **fields, manifest=manifest, signature=job.signature, signature_valid=valid, metrics=metrics
+    )
 
 
 def _decode_bundle(text: str) -> bytes:
@@ -162,9 +167,20 @@ def get_logs(number: int, ctx: JobsReader, db: DbSession, runtime: RuntimeDep) -
     return JobLogs(**read_logs(db, runtime, ctx, job))
 
 
-def read_logs(db: Session, runtime: Runtime, ctx: ProjectContext, job: Job) -> dict[str, str]:
+def read_logs(db: Session, runtime: Runtime, ctx: ProjectContext, job: Job) -> dict[str, Any]:
+    """Stored logs once the job ended; while a local job runs, the tail written so far.
+
+    Why live logs: a researcher watching a long job, and a hyperparameter search pruning a trial
+    that is going badly, need progress before the end. The same members may read either.
+    """
+    if job.state == JobState.RUNNING and job.executor == "local" and job.stdout_blob_id is None:
+        folder = staging.job_dir(runtime.settings.data_dir, job.id) / "logs"
+        return {
+            name: outputs.read_log(folder / f"{name}.log", outputs.LIVE_LOG_CAP).decode("utf-8", "replace")
+            for name in ("stdout", "stderr")
+        } | {"live": True}
     key = service.job_key(db, runtime.keyring, job, ctx.project)
-    out = {}
+    out: dict[str, Any] = {"live": False}
     for name, blob in (("stdout", job.stdout_blob_id), ("stderr", job.stderr_blob_id)):
         out[name] = b"".join(runtime.store.open_range(blob, key)).decode("utf-8", "replace") if blob else ""
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import Field
@@ -57,6 +57,8 @@ class NodeResult(Model):
     skipped: int = Field(default=0, ge=0)
     stdout_blob_id: str | None = Field(default=None, max_length=64)
     stderr_blob_id: str | None = Field(default=None, max_length=64)
+    metrics: dict[str, Any] | None = None
+    metrics_problem: str | None = Field(default=None, max_length=500)
 
 
 def node_public(node: Node) -> NodePublic:
@@ -209,7 +211,12 @@ async def node_result(
         raise InvalidInput("state must be a final job state", code="invalid_state")
     collected = None
     if body.state == JobState.SUCCEEDED:
-        collected = outputs.Collected(skipped=["?"] * body.skipped)
+        collected = outputs.Collected(skipped=["?"] * body.skipped, metrics_problem=body.metrics_problem)
+        if body.metrics is not None:
+            try:
+                collected.metrics = outputs.check_metrics(body.metrics)
+            except ValueError as exc:
+                collected.metrics_problem = f"{outputs.METRICS_FILE}: {exc}"
         for f in body.outputs:
             size = runtime.store.size(f.blob_id)
             collected.files.append((file_path(f.path), BlobInfo(f.blob_id, f.size, f.sha256, size)))

@@ -1,4 +1,4 @@
-"""Jobs: submit-to-start latency, sandbox overhead, staging throughput, and a bare sbatch beside it.
+"""Jobs: submit-to-start latency, sandbox overhead and staging throughput of the local executor.
 
     .venv/bin/python bench/jobs.py [--runs 10] [--mib 256]
 
@@ -7,15 +7,13 @@ Prints, each as a ratio against a floor measured in the same run:
   same command run directly with subprocess;
 - staging (decrypting a job's input into the private staging folder) in MiB/s, beside the store's
   own decrypt throughput of the same blob (target ≥ 0.8);
-- if a Slurm is reachable (``SLURM_CONF`` set, ``sbatch`` on PATH), the time from ``sbatch`` of a
-  no-op script to its completion, for comparison with the local sandbox.
+- the Slurm executor beside a bare ``sbatch`` is bench/jobs_slurm.py (it starts its own Slurm).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -133,21 +131,6 @@ def direct(runs: int) -> list[float]:
     return times
 
 
-def bare_sbatch(runs: int) -> list[float] | None:
-    if not (os.environ.get("SLURM_CONF") and shutil.which("sbatch")):
-        return None
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(
-            ["sbatch", "--wait", "--export=NONE", "--wrap", "true", "-o", "/dev/null"],
-            check=True,
-            capture_output=True,
-        )
-        times.append(time.perf_counter() - started)
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
@@ -170,14 +153,7 @@ def main() -> None:
             f"staging {args.mib} MiB: {stage:.0f} MiB/s; store decrypt alone {decrypt:.0f} MiB/s; "
             f"ratio {stage / decrypt:.2f} (target ≥ 0.8)"
         )
-        sbatch = bare_sbatch(max(3, args.runs // 3))
-        if sbatch is None:
-            print("bare sbatch: no Slurm here (set SLURM_CONF to a running cluster to compare)")
-        else:
-            print(
-                f"bare `sbatch --wait` of a no-op: {statistics.median(sbatch) * 1000:.0f} ms "
-                f"(×{statistics.median(sbatch) / local:.1f} the local sandbox job)"
-            )
+        print("the Slurm executor beside a bare sbatch: bench/jobs_slurm.py (needs root and slurm-wlm)")
         http.__exit__(None, None, None)
         runtime.close()
 

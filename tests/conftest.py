@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +54,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=["sqlite", "postgresql"],
         help="catalog database for this run",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On ``--db=postgresql``, run only the tests that reach the catalog.
+
+    Why: the suite runs twice, once per database, within one time budget. A test whose fixtures
+    never include ``catalog`` (pure de-identification, the sandbox, the store, file formats)
+    behaves the same on either database, so running it twice proves nothing more.
+    """
+    if config.getoption("--db") != "postgresql":
+        return
+    keep, drop = [], []
+    for item in items:
+        uses_catalog = {"catalog", "db_kind"} & set(getattr(item, "fixturenames", ()))
+        (keep if uses_catalog else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -314,30 +331,10 @@ class LiveServer:
 @pytest.fixture
 def live_server(runtime: Runtime) -> Iterator[LiveServer]:
     """The real app under uvicorn on a loopback port, in a thread of this process."""
-    import uvicorn
+    from sanctum.server import in_thread
 
-    from sanctum.server import NoDelayProtocol
-
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(runtime=runtime),
-        host="127.0.0.1",
-        port=port,
-        http=NoDelayProtocol,
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("live server did not start")
-        time.sleep(0.02)
-    yield LiveServer(f"http://127.0.0.1:{port}", runtime)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with in_thread(create_app(runtime=runtime)) as url:
+        yield LiveServer(url, runtime)
 
 
 # --------------------------------------------------------------------------- browser and SDK

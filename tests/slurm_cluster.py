@@ -215,14 +215,19 @@ def _start(cluster: SlurmCluster) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[SlurmCluster]:
-    """The running cluster; a failing start shows the daemons' logs."""
+def unavailable() -> str | None:
+    """Why no private cluster can run here, or None when one can."""
     absent = [name for name in (*_DAEMONS, *_CLIENTS) if _which(name) is None]
     if absent:
-        missing(f"Slurm/munge not installed ({', '.join(absent)}): apt-get install slurm-wlm munge")
+        return f"Slurm/munge not installed ({', '.join(absent)}): apt-get install slurm-wlm munge"
     if os.geteuid() != 0:
-        missing("the test Slurm cluster runs slurmd, which needs root")
+        return "the test Slurm cluster runs slurmd, which needs root"
+    return None
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[SlurmCluster]:
+    """Start a private cluster, and stop it and remove its files afterwards (bench/ uses it too)."""
     # Short path under /tmp: munge's socket must fit a sockaddr_un and its directory must be
     # world-searchable, which pytest's 0700 basetemp is not.
     root = Path(tempfile.mkdtemp(prefix="sanctum-slurm-"))
@@ -242,3 +247,13 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """The running cluster; a failing start shows the daemons' logs."""
+    reason = unavailable()
+    if reason:
+        missing(reason)
+    with running_cluster() as cluster:
+        yield cluster

@@ -25,6 +25,7 @@ from conftest import missing
 from jobs_helpers import make_job_world, write_code
 from sanctum.jobs import nodes
 from sanctum.jobs.node_agent import keygen
+from sanctum.jobs.node_protocol import auth_header
 from sanctum.jobs.slurm_dispatch import SlurmDispatcher
 from sanctum.jobs.slurm_install import prolog_script
 from sanctum.security import signing
@@ -133,7 +134,7 @@ def _signed_post(url: str, name: str, key, path: str) -> httpx.Response:
         url + path,
         content=b"{}",
         headers={
-            "Authorization": nodes.auth_header(name, key, "POST", path, b"{}"),
+            "Authorization": auth_header(name, key, "POST", path, b"{}"),
             "Content-Type": "application/json",
         },
     )

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sanctum.db.models import AuditEvent
 from sanctum.errors import Denied
 from sanctum.jobs import nodes
+from sanctum.jobs.node_protocol import auth_header
 from sanctum.security import signing
 
 
@@ -76,12 +77,12 @@ def test_node_calls_from_other_addresses_or_retired_nodes_are_refused_and_audite
     body, key = _node_body(addresses=["10.0.0.5"])  # the test client calls from "testclient"
     client.post("/api/v1/admin/nodes", json=body, headers=world.h["admin"])
     path = "/api/v1/node/jobs/1/keys"
-    header = nodes.auth_header("node1", key, "POST", path, b"{}")
+    header = auth_header("node1", key, "POST", path, b"{}")
     r = client.post(path, content=b"{}", headers={"Authorization": header})
     assert r.status_code == 403 and r.json()["error"]["code"] == "node_address"
     client.delete("/api/v1/admin/nodes/node1", headers=world.h["admin"])
     r = client.post(
-        path, content=b"{}", headers={"Authorization": nodes.auth_header("node1", key, "POST", path, b"{}")}
+        path, content=b"{}", headers={"Authorization": auth_header("node1", key, "POST", path, b"{}")}
     )
     assert r.status_code == 403 and r.json()["error"]["code"] == "unregistered_node"
     with runtime.db.session(write=False) as db:
@@ -102,9 +103,9 @@ def test_old_or_tampered_node_requests_are_refused(client, world, runtime):
                 return exc.code
         return "ok"
 
-    assert check(nodes.auth_header("node1", key, "POST", path, b"{}"), b"{}") == "ok"
-    assert check(nodes.auth_header("node1", key, "POST", path, b"{}", now=1_000_000), b"{}") == "node_clock"
-    assert check(nodes.auth_header("node1", key, "POST", path, b"{}"), b'{"x": 1}') == "node_signature"
-    assert check(nodes.auth_header("node1", key, "POST", "/api/v1/node/jobs/2/plan", b"{}"), b"{}") == (
+    assert check(auth_header("node1", key, "POST", path, b"{}"), b"{}") == "ok"
+    assert check(auth_header("node1", key, "POST", path, b"{}", now=1_000_000), b"{}") == "node_clock"
+    assert check(auth_header("node1", key, "POST", path, b"{}"), b'{"x": 1}') == "node_signature"
+    assert check(auth_header("node1", key, "POST", "/api/v1/node/jobs/2/plan", b"{}"), b"{}") == (
         "node_signature"
     )

@@ -7,8 +7,12 @@ algorithm meeting delayed ACK), which dominates the latency of an API that answe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -74,3 +78,32 @@ def serve(settings: Settings) -> None:
         Multiprocess(config, sockets=[sock]).run()
     else:
         server.run()
+
+
+@contextlib.contextmanager
+def in_thread(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` on a free loopback port in a thread of this process; yields its URL.
+
+    For tests and benchmarks that need a real HTTP server (a Slurm node agent, a browser, the
+    stock MLflow client) beside objects of the same process. The app's lifespan is not run: the
+    caller owns the runtime and whatever it starts.
+    """
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        app, host=host, port=port, http=NoDelayProtocol, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -26,10 +26,10 @@ from nacl.public import PrivateKey, SealedBox
 
 from sanctum.jobs import bundle as bundles
 from sanctum.jobs import manifest as manifests
-from sanctum.jobs import node_staging, outputs, sandbox, slurm, staging
-from sanctum.jobs.nodes import auth_header
-from sanctum.jobs.runner import job_environment
-from sanctum.jobs.slurm_dispatch import job_id_from_script, spool_dir
+from sanctum.jobs import node_staging, outputs, sandbox, slurm, staging_files
+from sanctum.jobs.environment import job_environment
+from sanctum.jobs.node_protocol import auth_header
+from sanctum.jobs.slurm_script import job_id_from_script, spool_dir
 from sanctum.security import signing
 from sanctum.store import LocalBlobStore
 
@@ -200,7 +200,7 @@ def _execute(
 ) -> dict[str, Any]:
     store = LocalBlobStore(config.blob_root)
     root.mkdir(mode=0o700, parents=True)
-    code, data, output, logs = staging.job_folders(root)
+    code, data, output, logs = staging_files.job_folders(root)
     bundles.unpack(bundle, code, max_bytes=max(manifest.bundle_size, 1024))
     inputs: dict[str, Path] = {}
     for item in plan["inputs"]:
@@ -210,7 +210,7 @@ def _execute(
         for entry in item["files"]:
             name = f"{item['name']}.parquet" if item["kind"] == "table" else entry["path"]
             exact = item["kind"] != "table"
-            if not staging.decrypt_file(
+            if not staging_files.decrypt_file(
                 store, entry["blob_id"], key, target / name, entry["size"], exact=exact
             ):
                 return {"state": "failed", "reason": f"input file {entry['path']} is truncated on the node"}

@@ -11,7 +11,6 @@ only that node's private key opens them.
 from __future__ import annotations
 
 import base64
-import hashlib
 import ipaddress
 import json
 import time
@@ -29,24 +28,12 @@ from sanctum.db.models import Dataset, DatasetVersion, Project
 from sanctum.db.types import utcnow
 from sanctum.errors import Conflict, Denied, InvalidInput, NotFound
 from sanctum.jobs.models import Job, JobInput, Node, NodeKeyGrant, SigningKey
+from sanctum.jobs.node_protocol import AUTH_SCHEME, MAX_SKEW_S, request_message
 from sanctum.jobs.service import job_key
 from sanctum.jobs.states import JobState
 from sanctum.security import signing
 
-AUTH_SCHEME = "SanctumNode"
-MAX_SKEW_S = 120
 SCHEDULED = frozenset({"RUNNING", "CONFIGURING", "COMPLETING"})
-
-
-def request_message(method: str, path: str, timestamp: int, body: bytes) -> bytes:
-    """What a node signs: method, path, time and the body's hash (nothing can be swapped)."""
-    return f"{method.upper()}\n{path}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}".encode()
-
-
-def auth_header(name: str, key: object, method: str, path: str, body: bytes, now: int | None = None) -> str:
-    stamp = int(now if now is not None else time.time())
-    signature = signing.sign(key, request_message(method, path, stamp, body))  # type: ignore[arg-type]
-    return f"{AUTH_SCHEME} {name}:{stamp}:{signature}"
 
 
 def register(

@@ -25,6 +25,7 @@ from sanctum.datasets import catalog, transfer
 from sanctum.datasets.catalog import DatasetRef
 from sanctum.db.models import Dataset, Membership, Project, User
 from sanctum.jobs import outputs, staging, verify
+from sanctum.jobs.environment import job_environment
 from sanctum.jobs.models import Job, SigningKey
 from sanctum.jobs.service import inputs_of, job_key
 from sanctum.jobs.states import ACTIVE, JobState
@@ -294,20 +295,6 @@ def _record_outputs(session: Session, ctx: ProjectContext, job: Job, collected: 
     catalog.commit(session, ctx, ref, version.number)
     job.output_version_id = version.id
     return version.number
-
-
-def job_environment(parameters: dict[str, object], *, job_number: int) -> dict[str, str]:
-    """Parameters reach the job as ``SANCTUM_PARAM_<NAME>`` and all together as JSON."""
-    env = {f"SANCTUM_PARAM_{name.upper()}": _text(value) for name, value in parameters.items()}
-    env["SANCTUM_PARAMS"] = json.dumps(parameters, sort_keys=True)
-    env["SANCTUM_JOB"] = str(job_number)
-    return env
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def recover(runtime: object) -> int:

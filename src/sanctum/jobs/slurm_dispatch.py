@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import sys
 import threading
 from datetime import UTC, datetime
@@ -25,39 +24,11 @@ from sanctum.jobs import slurm
 from sanctum.jobs.models import Job, NodeKeyGrant
 from sanctum.jobs.runner import Outcome, finish_job, signer_context
 from sanctum.jobs.service import job_key
+from sanctum.jobs.slurm_script import batch_script, spool_dir
 from sanctum.jobs.states import JobState
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
-JOB_MARKER = "# sanctum-job:"
-
-
-def spool_dir(root: Path, job_id: int) -> Path:
-    return root / f"job-{job_id}"
-
-
-def batch_script(
-    job_id: int, sanctum_bin: str, server_url: str, manifest_sha256: str, node_dir: Path | None = None
-) -> str:
-    """What Slurm runs on the node: the node agent for this job, nothing else."""
-    directory = f" --dir {shlex.quote(str(node_dir))}" if node_dir else ""
-    return (
-        "#!/bin/sh\n"
-        f"{JOB_MARKER} {job_id}\n"
-        f"# sanctum-manifest-sha256: {manifest_sha256}\n"
-        f"SANCTUM_URL={shlex.quote(server_url)}\nexport SANCTUM_URL\n"
-        f"exec {shlex.quote(sanctum_bin)} node run {job_id}{directory}\n"
-    )
-
-
-def job_id_from_script(script: str) -> int | None:
-    for line in script.splitlines():
-        if line.startswith(JOB_MARKER):
-            value = line[len(JOB_MARKER) :].strip()
-            return int(value) if value.isdigit() else None
-    return None
-
-
 class SlurmDispatcher:
     def __init__(self, runtime: object) -> None:
         from sanctum.api.runtime import Runtime

@@ -68,7 +68,9 @@ def test_sleep_staging_trains_and_writes_metrics_and_stages(tmp_path):
     _make_synthetic().write_recordings(tmp_path / "data" / "nights", n=4, minutes=10)
     done = _run(SLEEP / "train.py", tmp_path / "data", tmp_path / "out", dataset="nights")
     assert done.returncode == 0, done.stderr
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "out" / "report.json").read_text())
+    scores = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert scores == {"accuracy": metrics["accuracy"], "epochs_train": 60, "epochs_test": 20}
     assert metrics["recordings"]["test"] == ["synthetic-04.edf"] and len(metrics["recordings"]["train"]) == 3
     assert metrics["epochs"] == {"train": 60, "test": 20}
     assert sum(metrics["counts"]["test"].values()) == 20 and metrics["accuracy"] >= 0.8
@@ -148,9 +150,10 @@ def test_sleep_staging_runs_as_a_signed_job_in_the_sandbox(jw, runner, tmp_path)
     assert "test accuracy" in logs.stdout
     assert done.output is not None
     files = {f.path for f in jw.sdk["owner"].list_files("alpha", done.output.dataset, done.output.version)}
-    assert files == {"metrics.json", "stages.csv"}
-    target = tmp_path / "metrics.json"
-    jw.sdk["owner"].download_file("alpha", done.output.dataset, done.output.version, "metrics.json", target)
+    assert files == {"metrics.json", "report.json", "stages.csv"}
+    assert done.metrics is not None and done.metrics["epochs_test"] == 20  # the job's own scores
+    target = tmp_path / "report.json"
+    jw.sdk["owner"].download_file("alpha", done.output.dataset, done.output.version, "report.json", target)
     assert json.loads(target.read_text())["epochs"]["test"] == 20
 
 

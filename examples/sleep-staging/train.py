@@ -3,7 +3,8 @@
 Reads every EDF file under /data/<dataset> (SANCTUM_PARAM_DATASET, default "sleep"), labels epochs
 from the EDF+ annotations "Sleep stage W/1/2/3/R" (4 is merged into 3, as in AASM scoring),
 trains on some labelled recordings and evaluates on the others (the last quarter, at least one),
-and writes /output/metrics.json and /output/stages.csv. Recordings without stage annotations are
+and writes /output/metrics.json (flat scores: Sanctum shows them on the job), /output/report.json
+(recordings, counts, confusion matrix) and /output/stages.csv. Recordings without stage annotations are
 only predicted. Only aggregates and per-epoch stages leave the job: no signal is copied out.
 
 ``--data`` and ``--output`` replace /data and /output, to try the script outside the sandbox.
@@ -113,8 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     x_test, y_test = stacked(test)
     model = RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1).fit(x_train, y_train)
     predicted = model.predict(x_test)
-    metrics = {
-        "accuracy": round(float(accuracy_score(y_test, predicted)), 4),
+    accuracy = round(float(accuracy_score(y_test, predicted)), 4)
+    report = {
+        "accuracy": accuracy,
         "recordings": {"train": [r.name for r in train], "test": [r.name for r in test]},
         "epochs": {"train": len(y_train), "test": len(y_test)},
         "counts": {"train": counts(y_train), "test": counts(y_test), "predicted": counts(predicted)},
@@ -124,7 +126,9 @@ def main(argv: list[str] | None = None) -> None:
         },
     }
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (args.output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    scores = {"accuracy": accuracy, "epochs_train": len(y_train), "epochs_test": len(y_test)}
+    (args.output / "metrics.json").write_text(json.dumps(scores) + "\n")
     role = {r.name: "train" for r in train} | {r.name: "test" for r in test}
     with (args.output / "stages.csv").open("w", newline="") as out:
         writer = csv.writer(out)
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         for rec in recordings:
             for epoch, (stage, label) in enumerate(zip(model.predict(rec.features), rec.labels, strict=True)):
                 writer.writerow([rec.name, epoch, stage, label or "", role.get(rec.name, "unlabelled")])
-    print(f"{len(recordings)} recordings; test accuracy {metrics['accuracy']} on {len(y_test)} epochs")
+    print(f"{len(recordings)} recordings; test accuracy {accuracy} on {len(y_test)} epochs")
 
 
 if __name__ == "__main__":

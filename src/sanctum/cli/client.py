@@ -380,3 +380,6 @@ def register(app: typer.Typer) -> None:
     from sanctum.cli.nodes import register as register_nodes
 
     register_nodes(app)
+    from sanctum.cli.hpo import register as register_hpo
+
+    register_hpo(app)

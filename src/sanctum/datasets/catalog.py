@@ -163,6 +163,9 @@ def latest_versions(session: Session, dataset_ids: list[int]) -> dict[int, Datas
 def new_version(session: Session, ctx: ProjectContext, ref: DatasetRef) -> DatasetVersion:
     if not ref.writable:
         raise Denied("this dataset is shared with this project read-only", code="read_only_share")
+    # Two writers (e.g. two jobs finishing into one output dataset) must not pick the same number:
+    # lock the dataset row first (a no-op on SQLite, whose one writer already serialises this).
+    session.execute(select(Dataset.id).where(Dataset.id == ref.dataset.id).with_for_update())
     number = (
         session.scalar(
             select(func.max(DatasetVersion.number)).where(DatasetVersion.dataset_id == ref.dataset.id)

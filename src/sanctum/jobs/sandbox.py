@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
+import sanctum
 from sanctum.jobs import limits
 from sanctum.jobs.limits import MIB, Limits, cpu_list, dir_usage, prlimit_args
 
@@ -159,9 +160,18 @@ def _etc_files(uid: int, gid: int) -> dict[str, str]:
 
 
 def _python_dirs() -> list[str]:
+    """The platform's Python, read-only: the interpreter, its libraries and the sanctum package.
+
+    The package is named on its own because an editable install (``pip install -e``) leaves it in
+    the source tree, outside both prefixes; jobs import ``sanctum.tracking.trial`` from it. Only the
+    package folder is mounted, not the tree around it.
+    """
     dirs = [os.path.realpath(sys.base_prefix)]
     if os.path.realpath(sys.prefix) not in dirs:
         dirs.append(os.path.realpath(sys.prefix))
+    package = os.path.realpath(os.path.dirname(sanctum.__file__))
+    if not any(package.startswith(d + os.sep) for d in dirs):
+        dirs.append(package)
     return dirs
 
 

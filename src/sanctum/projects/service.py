@@ -45,7 +45,10 @@ def load(
         .where(Project.name == name)
     )
     if for_update:
-        query = query.with_for_update(of=Project)
+        # FOR NO KEY UPDATE: serialises writers of the project like FOR UPDATE, but does not block
+        # the FOR KEY SHARE lock that inserts and updates of rows referencing the project take (a
+        # job finishing while another is submitted would otherwise deadlock on PostgreSQL).
+        query = query.with_for_update(of=Project, key_share=True)
     row = session.execute(query).first()
     role = Role(row.role) if row else None
     authorize_project(principal, role, permission)

@@ -27,6 +27,7 @@ from sanctum.sdk import credentials
 from sanctum.sdk.datasets import DatasetsMixin
 from sanctum.sdk.errors import SanctumAPIError, SanctumConfigError, SanctumConnectionError
 from sanctum.sdk.jobs import JobsMixin
+from sanctum.sdk.tracking import TrackingMixin
 
 API = "/api/v1"
 
@@ -81,7 +82,7 @@ def _api_error(response: httpx.Response) -> SanctumAPIError:
         )
 
 
-class Client(DatasetsMixin, JobsMixin):
+class Client(DatasetsMixin, JobsMixin, TrackingMixin):
     """A Sanctum server as seen with one credential. Use as a context manager, or call ``close()``.
 
     ``http`` lets you bring your own ``httpx.Client`` (a proxy, client certificates, or a FastAPI

@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from sanctum import demo_data
+from sanctum import demo_data, demo_tracking
 from sanctum.access.permissions import Permission, Role
 from sanctum.access.policy import Principal
 from sanctum.accounts import twofactor
@@ -88,6 +88,7 @@ def ensure_demo(runtime: Runtime) -> dict[str, Any]:
         )
         members.add(db, project, users["data_scientist"].email, Role.DATA_SCIENTIST)
         demo_data.load(db, runtime, project)
+    creds["experiment"] = demo_tracking.log_grid_search(runtime, DEMO_PROJECT, users["data_scientist"].email)
     creds["job"] = _submit_demo_job(runtime, users["data_owner"], users["data_scientist"])
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:

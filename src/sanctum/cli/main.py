@@ -142,6 +142,8 @@ def _print_demo(url: str, creds: dict) -> None:  # type: ignore[type-arg]
             console.print(f"  recovery codes: {', '.join(person['recovery_codes'][:3])}, …")
     if creds.get("job"):
         console.print(f"\nDemo job: {creds['job']}")
+    if creds.get("experiment"):
+        console.print(f"Demo experiment: {creds['experiment']}; see the Experiments page")
     console.print("\nCredentials are kept in demo-credentials.json in the data dir (mode 0600).\n")
 
 

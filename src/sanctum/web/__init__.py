@@ -12,7 +12,15 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from sanctum.api.errors import HTML_RENDERER
-from sanctum.web import pages_auth, pages_datasets, pages_jobs, pages_me, pages_projects
+from sanctum.web import (
+    pages_auth,
+    pages_datasets,
+    pages_jobs,
+    pages_me,
+    pages_projects,
+    pages_registry,
+    pages_tracking,
+)
 from sanctum.web.render import STATIC_DIR, render_error
 from sanctum.web.session import Redirect, redirect
 
@@ -21,6 +29,8 @@ ROUTERS = (
     pages_projects.router,
     pages_datasets.router,
     pages_jobs.router,
+    pages_tracking.router,
+    pages_registry.router,
     pages_me.router,
 )
 

@@ -3,7 +3,9 @@
 Why the whole corpus: it holds the awkward encodings an ingest will meet (big endian, deflated,
 implicit VR, no file meta, encapsulated pixel data, odd character sets, broken files). Each file is
 either de-identified — and then the output reads back with pydicom and its pixel data bytes are
-exactly the input's — or rejected/quarantined with a reason.
+exactly the input's — or rejected/quarantined with a reason. Both entry points are checked: the
+reference ``deidentify`` and ``deidentify_bytes``, which takes the raw-bytes fast path where it
+applies (``tests/test_deid_dicom_raw.py`` shows the two give the same result).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydicom.data import get_testdata_files
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from sanctum.deid.dicom import deidentify
+from sanctum.deid.dicom_raw import deidentify_bytes
 from sanctum.deid.profile import Options
 from sanctum.deid.pseudonyms import Pseudonymiser
 
@@ -62,11 +65,12 @@ def test_corpus_has_the_awkward_encodings() -> None:
     assert without_meta > 0
 
 
+@pytest.mark.parametrize("deid", [deidentify, deidentify_bytes], ids=["reference", "bytes"])
 @pytest.mark.parametrize("options", [Options(), EVERYTHING], ids=["basic", "all-options"])
 @pytest.mark.parametrize("path", FILES, ids=os.path.basename)
-def test_every_file_deidentifies_or_is_rejected(path, options) -> None:
+def test_every_file_deidentifies_or_is_rejected(path, options, deid) -> None:
     data = Path(path).read_bytes()
-    result = deidentify(data, KEY, options)
+    result = deid(data, KEY, options)
     if result.output is None:
         reasons = [result.rejected] if result.rejected else result.quarantine_reasons
         assert reasons and all(isinstance(r, str) and r for r in reasons)

@@ -6,6 +6,10 @@ de-identification-relevant VR at top level and three sequence levels deep, into 
 and without a private creator, into the file meta (AE titles, implementation version, private
 meta information) and into the preamble. After de-identification a byte search of the output must
 find exactly the markers the chosen options retain, no more (a leak) and no fewer (a broken option).
+
+Every check runs against both de-identification paths: the reference (``dicom.deidentify``, a
+pydicom Dataset round trip) and the raw-bytes fast path (``dicom_raw.deidentify_raw``, which
+raises rather than silently falling back, so these files really go through it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pydicom.sequence import Sequence
 
 from sanctum.deid.clean import clean_action
 from sanctum.deid.dicom import deidentify
+from sanctum.deid.dicom_raw import deidentify_raw
 from sanctum.deid.profile import Options, Rule, effective_action, load_table
 from sanctum.deid.pseudonyms import Pseudonymiser
 
@@ -63,6 +68,7 @@ OPTION_SETS = {
     ),
 }
 Retained = Callable[[Options], bool]
+PATHS = {"reference": deidentify, "raw": deidentify_raw}
 
 
 @pytest.fixture(autouse=True)
@@ -234,6 +240,12 @@ def marker_file() -> tuple[bytes, list[Marker]]:
     return build_marker_file()
 
 
+@pytest.fixture(params=sorted(PATHS))
+def deid(request):
+    """Each de-identification path in turn."""
+    return PATHS[request.param]
+
+
 @cache
 def far_key() -> Pseudonymiser:
     """A key whose date offset exceeds the generator's date spread, so shifts never collide."""
@@ -253,10 +265,10 @@ def test_generator_covers_the_table_and_nesting(marker_file) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(OPTION_SETS))
-def test_byte_search_finds_exactly_the_retained_markers(marker_file, name) -> None:
+def test_byte_search_finds_exactly_the_retained_markers(marker_file, name, deid) -> None:
     data, markers = marker_file
     options = OPTION_SETS[name]
-    result = deidentify(data, far_key(), options)
+    result = deid(data, far_key(), options)
     assert result.output is not None, (result.rejected, result.quarantine_reasons)
     leaked = [m.where for m in markers if m.value in result.output and not m.retained(options)]
     lost = [m.where for m in markers if m.value not in result.output and m.retained(options)]
@@ -280,21 +292,21 @@ def test_byte_search_finds_exactly_the_retained_markers(marker_file, name) -> No
         ("full_dates", "StudyDate"),
     ],
 )
-def test_named_option_markers_survive(marker_file, name, keyword) -> None:
+def test_named_option_markers_survive(marker_file, name, keyword, deid) -> None:
     data, _ = marker_file
     src = pydicom.dcmread(io.BytesIO(data))
-    out = pydicom.dcmread(io.BytesIO(deidentify(data, far_key(), OPTION_SETS[name]).output))
+    out = pydicom.dcmread(io.BytesIO(deid(data, far_key(), OPTION_SETS[name]).output))
     assert out[keyword].value == src[keyword].value
-    basic = pydicom.dcmread(io.BytesIO(deidentify(data, far_key(), Options()).output))
+    basic = pydicom.dcmread(io.BytesIO(deid(data, far_key(), Options()).output))
     assert keyword not in basic or basic[keyword].value != src[keyword].value
 
 
 @pytest.mark.parametrize("name", sorted(OPTION_SETS))
-def test_every_table_row_is_honoured(marker_file, name) -> None:
+def test_every_table_row_is_honoured(marker_file, name, deid) -> None:
     data, _ = marker_file
     options = OPTION_SETS[name]
     src = pydicom.dcmread(io.BytesIO(data))
-    out = pydicom.dcmread(io.BytesIO(deidentify(data, far_key(), options).output))
+    out = pydicom.dcmread(io.BytesIO(deid(data, far_key(), options).output))
     table, checked = load_table(), 0
     for elem in src:
         rule = table.rule(int(elem.tag))

@@ -140,3 +140,17 @@ def test_openapi_is_served(client) -> None:
         "/api/v1/admin/users",
     ):
         assert path in spec["paths"], path
+
+
+def test_a_value_the_database_cannot_take_is_a_400_not_a_500(client, world):
+    """PostgreSQL refuses a NUL byte in text where SQLite stores it; either way nothing breaks."""
+    r = client.post(
+        "/api/v1/projects/alpha/datasets",
+        json={"name": "bad", "description": "a\u0000b"},
+        headers=world.h["owner"],
+    )
+    assert r.status_code in (201, 400, 422), r.text
+    if r.status_code == 400:
+        assert r.json()["error"]["code"] == "invalid_value" and "INSERT" not in r.text
+    r = client.get("/api/2.0/mlflow/runs/get", params={"run_id": "ab\u0000cd"}, headers=world.h["owner"])
+    assert r.status_code in (400, 404), r.text

@@ -85,6 +85,29 @@ class Settings(BaseSettings):
     slurm_spool_dir: Path | None = None
     slurm_node_dir: Path | None = None
     public_url: str | None = None
+    # Ingest: files are de-identified in a pool of this many processes (default: one per core), or
+    # on Dask when a session asks for it: this scheduler, else a LocalCluster on this host. The
+    # client never names a scheduler: identifying data travels to it (docs/ingest.md).
+    ingest_workers: int | None = Field(default=None, ge=1, le=512)
+    ingest_max_file_bytes: int = Field(default=512 * 1024**2, ge=1024)
+    ingest_max_batch_bytes: int = Field(default=256 * 1024**2, ge=1024)
+    ingest_max_ratio: int = Field(default=200, ge=2)  # uncompressed/compressed, per archive entry
+    dask_scheduler: str | None = None
+    # Data management plans: where this server's local executor runs (ISO 3166-1 alpha-2, e.g. "NL",
+    # or an ISO 3166-2 subdivision such as "DE-BY"), checked against each plan's allowed locations;
+    # and how often the retention lifecycle runs in the server (0: only 'sanctum lifecycle run').
+    location: str = Field(default="", max_length=64, pattern=r"^([A-Za-z]{2}(-[A-Za-z0-9]{1,3})?)?$")
+    lifecycle_interval_hours: float = Field(default=24.0, ge=0)
+    # DICOM receiver (docs/dicom-receiver.md): a Storage SCP the server starts when a port is set
+    # ('sanctum dicom listen' runs it alone). Off the loopback it needs TLS, unless an administrator
+    # accepts plaintext DICOM on a network segment they trust (dicom_allow_plaintext).
+    dicom_port: int | None = Field(default=None, ge=1, le=65535)
+    dicom_host: str | None = None  # default: the web server's address (host)
+    dicom_ae_title: str = Field(default="SANCTUM", max_length=16)
+    dicom_tls_cert: Path | None = None
+    dicom_tls_key: Path | None = None
+    dicom_tls_ca: Path | None = None  # when set, senders must present a certificate it signed
+    dicom_allow_plaintext: bool = False
 
     @field_validator(
         "data_dir",
@@ -94,6 +117,9 @@ class Settings(BaseSettings):
         "slurm_conf",
         "slurm_spool_dir",
         "slurm_node_dir",
+        "dicom_tls_cert",
+        "dicom_tls_key",
+        "dicom_tls_ca",
         mode="after",
     )
     @classmethod

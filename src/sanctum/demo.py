@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from sanctum import demo_data, demo_tracking
+from sanctum import demo_ingest, demo_tracking
 from sanctum.access.permissions import Permission, Role
 from sanctum.access.policy import Principal
 from sanctum.accounts import twofactor
@@ -87,7 +87,8 @@ def ensure_demo(runtime: Runtime) -> dict[str, Any]:
             description="Synthetic data only.",
         )
         members.add(db, project, users["data_scientist"].email, Role.DATA_SCIENTIST)
-        demo_data.load(db, runtime, project)
+    # after the block: the ingest pipeline writes in its own sessions (and its worker pool)
+    creds["ingests"] = demo_ingest.load(runtime, project)
     creds["experiment"] = demo_tracking.log_grid_search(runtime, DEMO_PROJECT, users["data_scientist"].email)
     creds["job"] = _submit_demo_job(runtime, users["data_owner"], users["data_scientist"])
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

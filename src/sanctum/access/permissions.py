@@ -19,6 +19,7 @@ class Permission(StrEnum):
     DATASETS_READ = "datasets:read"  # names, versions, manifests (sizes, hashes) - not the data
     DATASETS_MANAGE = "datasets:manage"  # create datasets and versions, set project data settings
     DATA_IMPORT = "data:import"  # upload raw files or tables from outside the project
+    DICOM_ROUTES_MANAGE = "dicom:routes"  # route a sending PACS (its calling AE title) into a dataset
     DATA_DOWNLOAD = "data:download"  # take raw files out of the platform
     DATA_QUERY = "data:query"  # SQL over the project's tables, results capped for scientists
     DATASETS_SHARE = "datasets:share"  # offer, accept, decline and revoke shares
@@ -28,6 +29,13 @@ class Permission(StrEnum):
     JOBS_READ = "jobs:read"  # jobs, their manifests, logs and the lineage of outputs
     JOBS_SUBMIT = "jobs:submit"  # run signed code on the project's data; cancel one's own jobs
     JOBS_MANAGE = "jobs:manage"  # cancel anyone's job in the project
+    AIRLOCK_READ = "airlock:read"  # export and import requests: one's own, or all for reviewers and auditors
+    EXPORTS_REQUEST = "exports:request"  # ask for job outputs to leave; download them once released
+    EXPORTS_REVIEW = "exports:review"  # vote on (or return) others' export requests
+    EXPORTS_RELEASE = "exports:release"  # release approved exports; override a failed automatic check
+    IMPORTS_REQUEST = "imports:request"  # ask for a file from outside to enter the project
+    IMPORTS_APPROVE = "imports:approve"  # approve or reject import requests
+    DMP_MANAGE = "dmp:manage"  # set a new version of the project's data management plan
     # Platform-scoped: decided by the account itself, never by a project role.
     SELF_READ = "self:read"
     SELF_MANAGE = "self:manage"  # own 2FA
@@ -56,6 +64,7 @@ PROJECT_PERMISSIONS: frozenset[Permission] = frozenset(
         Permission.DATASETS_READ,
         Permission.DATASETS_MANAGE,
         Permission.DATA_IMPORT,
+        Permission.DICOM_ROUTES_MANAGE,
         Permission.DATA_DOWNLOAD,
         Permission.DATA_QUERY,
         Permission.DATASETS_SHARE,
@@ -65,12 +74,20 @@ PROJECT_PERMISSIONS: frozenset[Permission] = frozenset(
         Permission.JOBS_READ,
         Permission.JOBS_SUBMIT,
         Permission.JOBS_MANAGE,
+        Permission.AIRLOCK_READ,
+        Permission.EXPORTS_REQUEST,
+        Permission.EXPORTS_REVIEW,
+        Permission.EXPORTS_RELEASE,
+        Permission.IMPORTS_REQUEST,
+        Permission.IMPORTS_APPROVE,
+        Permission.DMP_MANAGE,
     }
 )
 
 # Run metadata (metrics, params, tags) is what output checkers and auditors review against, so
 # every role reads it; only the roles that run analyses write it.
-# Jobs and lineage are likewise what outputs are checked against.
+# Jobs and lineage are likewise what outputs are checked against. Every role reaches the airlock's
+# requests, filtered in SQL: a data scientist sees their own, reviewers and auditors all of them.
 _SEE = frozenset(
     {
         Permission.PROJECT_READ,
@@ -78,13 +95,21 @@ _SEE = frozenset(
         Permission.DATASETS_READ,
         Permission.EXPERIMENTS_READ,
         Permission.JOBS_READ,
+        Permission.AIRLOCK_READ,
     }
 )
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.DATA_OWNER: PROJECT_PERMISSIONS,
-    Role.DATA_SCIENTIST: _SEE | {Permission.DATA_QUERY, Permission.EXPERIMENTS_WRITE, Permission.JOBS_SUBMIT},
-    Role.OUTPUT_CHECKER: _SEE,
+    Role.DATA_SCIENTIST: _SEE
+    | {
+        Permission.DATA_QUERY,
+        Permission.EXPERIMENTS_WRITE,
+        Permission.JOBS_SUBMIT,
+        Permission.EXPORTS_REQUEST,
+        Permission.IMPORTS_REQUEST,
+    },
+    Role.OUTPUT_CHECKER: _SEE | {Permission.EXPORTS_REVIEW},
     Role.AUDITOR: _SEE | {Permission.AUDIT_READ},
 }
 
@@ -143,6 +168,7 @@ SCOPE_ALIASES: dict[str, frozenset[Permission]] = {
             Permission.DATA_QUERY,
             Permission.EXPERIMENTS_READ,
             Permission.JOBS_READ,
+            Permission.AIRLOCK_READ,
             Permission.SELF_READ,
             Permission.PROJECTS_LIST,
         }

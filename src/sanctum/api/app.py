@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -16,8 +16,14 @@ from sanctum.api.routes import (
     audit,
     auth,
     datasets,
+    dicom_routes,
+    dmp,
+    exports,
     files,
     health,
+    imports,
+    ingest,
+    ingest_review,
     jobs,
     keys,
     me,
@@ -25,6 +31,7 @@ from sanctum.api.routes import (
     nodes,
     projects,
     query,
+    reports,
     shares,
     tokens,
 )
@@ -48,6 +55,13 @@ API_ROUTERS = (
     query.router,
     keys.router,
     jobs.router,
+    exports.router,
+    imports.router,
+    ingest.router,
+    ingest_review.router,
+    dicom_routes.router,
+    dmp.router,
+    reports.router,
     nodes.router,
     tracking_api.router,
     artifacts_api.router,
@@ -67,6 +81,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # full passes, which otherwise stall every in-flight request for tens of milliseconds.
         gc.collect()
         gc.freeze()
+        dicom = None  # first: a receiver that refuses its configuration leaves nothing else running
+        if runtime.settings.dicom_port is not None:
+            from sanctum.dicom.receiver import start_for_server
+
+            dicom = start_for_server(runtime)
+        app.state.dicom = dicom
         started = None  # the runner this app started, and so the one it stops
         if runtime.settings.job_runner and runtime.jobs is None:
             from sanctum.jobs.runner import JobRunner
@@ -83,9 +103,21 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
             dispatcher = SlurmDispatcher(runtime)
             dispatcher.start()
+        lifecycle = None
+        if runtime.settings.lifecycle_interval_hours > 0:
+            from sanctum.dmp.lifecycle import LifecycleScheduler
+
+            hours = runtime.settings.lifecycle_interval_hours
+            lifecycle = LifecycleScheduler(runtime, interval_s=hours * 3600)
+            lifecycle.start()
+        app.state.lifecycle = lifecycle
         try:
             yield
         finally:
+            if dicom is not None:
+                dicom.stop()
+            if lifecycle is not None:
+                lifecycle.stop()
             if dispatcher is not None:
                 dispatcher.stop()
             if started is not None:
@@ -107,6 +139,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in API_ROUTERS:
         app.include_router(router)
     from sanctum import web
+    from sanctum.web import pages_ingest
 
     web.install(app)
     errors.install(app)
@@ -114,11 +147,26 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(
         BodyLimit,
         max_bytes=runtime.settings.max_body_bytes,
-        exempt=lambda path: files.upload_path_prefix(path) or artifacts_api.upload_path(path),
-        larger=jobs.submit_body_limit(runtime.settings.max_bundle_bytes),
+        exempt=lambda path: (
+            files.upload_path_prefix(path) or artifacts_api.upload_path(path) or imports.upload_path(path)
+        ),
+        larger=_larger(
+            jobs.submit_body_limit(runtime.settings.max_bundle_bytes),
+            ingest.batch_body_limit(runtime.settings),
+            pages_ingest.upload_body_limit(runtime.settings),
+        ),
     )
     app.add_middleware(SecurityHeaders, hsts=runtime.settings.tls_enabled)
     return app
+
+
+def _larger(*rules: Callable[[str, str], int | None]) -> Callable[[str, str], int | None]:
+    """The first route-specific body limit that applies (job bundles, ingest batches)."""
+
+    def larger(method: str, path: str) -> int | None:
+        return next((limit for rule in rules if (limit := rule(method, path)) is not None), None)
+
+    return larger
 
 
 def app_from_env() -> FastAPI:

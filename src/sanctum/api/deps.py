@@ -8,6 +8,7 @@ walks the routes and fails on any that has none of them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
@@ -50,6 +51,14 @@ def writes_in_own_sessions(endpoint: F) -> F:
     return endpoint
 
 
+def relaxed_durability(endpoint: F) -> F:
+    """Mark a high-rate writing route whose changes are not audited (metrics, params, tags of a
+    run): its commit does not wait for the WAL to reach the disk, so a power loss (not a crash of
+    the server) can lose its last commits, never half of one (``sanctum.db.session``)."""
+    endpoint.sanctum_relaxed_durability = True  # type: ignore[attr-defined]
+    return endpoint
+
+
 async def get_db(request: Request, runtime: RuntimeDep) -> AsyncIterator[Session]:
     """One unit of work per request. Writing methods take the write lock at BEGIN (SQLite).
 
@@ -58,7 +67,8 @@ async def get_db(request: Request, runtime: RuntimeDep) -> AsyncIterator[Session
     """
     endpoint = request.scope.get("endpoint")
     reads_only = request.method in SAFE_METHODS or getattr(endpoint, "sanctum_read_session", False)
-    with runtime.db.session(write=not reads_only) as session:
+    durable = not getattr(endpoint, "sanctum_relaxed_durability", False)
+    with runtime.db.session(write=not reads_only, durable=durable) as session:
         yield session
 
 
@@ -105,12 +115,17 @@ def _record_auth_failure(
     return _write_beside(runtime, db, write, request)
 
 
-def _write_beside(runtime: Runtime, db: Session, write: Callable[[Session], None], request: Request) -> bool:
+def _write_beside(
+    runtime: Runtime, db: Session, write: Callable[[Session], None], request: Request, *, audit: bool = True
+) -> bool:
     """Write in the request's session when it is a writing one (it holds SQLite's write lock, so a
     second writer would wait on it forever); otherwise queue the write for a short session of its
     own, run in the thread pool once the read is done (``flush_writes``). True when the request's
-    session was used (the caller marks its error ``persist``)."""
-    if db.info.get("write"):
+    session was used (the caller marks its error ``persist``).
+
+    An audit record is never committed by a relaxed-durability session (``relaxed_durability``): it
+    is queued too, and ``run_read`` gives up the refused request's session before writing it."""
+    if db.info.get("write") and (db.info.get("durable", True) or not audit):
         write(db)
         return True
     pending: list[Callable[[Session], None]] = getattr(request.state, "sanctum_writes", [])
@@ -143,6 +158,10 @@ async def run_read(request: Request, runtime: Runtime, db: Session, fn: Callable
         if runtime.db.is_sqlite and not db.info.get("write"):
             return fn(*args)
         return await anyio.to_thread.run_sync(fn, *args)
+    except BaseException:
+        if db.info.get("write") and getattr(request.state, "sanctum_writes", None):
+            db.rollback()  # a refused relaxed write: free SQLite's write lock for the audit's session
+        raise
     finally:
         await flush_writes(request, runtime)
 
@@ -181,7 +200,8 @@ def authenticate_request(request: Request, runtime: Runtime, db: Session) -> Pri
         if not (principal.csrf_secret and bearer.same(sent, principal.csrf_secret)):
             raise Denied("missing or wrong CSRF token (send the X-CSRF-Token header)", code="csrf")
     if tokens.needs_touch(last_used):
-        _write_beside(runtime, db, lambda session: tokens.touch(session, principal.token_id), request)
+        touch = partial(tokens.touch, token_id=principal.token_id)
+        _write_beside(runtime, db, touch, request, audit=False)  # a hint for people, not a record
     request.state.principal = principal
     return principal
 
@@ -315,9 +335,17 @@ ProjectDeleter = _project(Permission.PROJECT_DELETE, for_update=True)
 DatasetsReader = _project(Permission.DATASETS_READ)
 DatasetsManager = _project(Permission.DATASETS_MANAGE)
 DataImporter = _project(Permission.DATA_IMPORT)
+DicomRoutesManager = _project(Permission.DICOM_ROUTES_MANAGE)
 DataDownloader = _project(Permission.DATA_DOWNLOAD)
 DataQuerier = _project(Permission.DATA_QUERY)
 Sharer = _project(Permission.DATASETS_SHARE)
 Shredder = _project(Permission.DATASETS_SHRED)
 JobsReader = _project(Permission.JOBS_READ)
 JobSubmitter = _project(Permission.JOBS_SUBMIT, for_update=True)
+AirlockReader = _project(Permission.AIRLOCK_READ)
+ExportRequester = _project(Permission.EXPORTS_REQUEST)
+ExportReviewer = _project(Permission.EXPORTS_REVIEW)
+ExportReleaser = _project(Permission.EXPORTS_RELEASE)
+ImportRequester = _project(Permission.IMPORTS_REQUEST)
+ImportApprover = _project(Permission.IMPORTS_APPROVE)
+DmpManager = _project(Permission.DMP_MANAGE, for_update=True)  # locked: version numbers follow each other

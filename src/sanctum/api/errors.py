@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sanctum.errors import SanctumError, TooManyRequests
@@ -98,6 +99,17 @@ def install(app: FastAPI) -> None:
             message = "no such resource"
         return _respond(request, exc.status_code, code, message, getattr(exc, "headers", None))
 
+    async def unstorable(request: Request, exc: Exception) -> Response:
+        # PostgreSQL refuses values SQLite takes (a NUL byte in text, an invalid escape in a LIKE
+        # pattern): bad input, not a server fault. The driver's text (SQL, values) is never echoed.
+        log.info("refused a value the database cannot take on %s %s", request.method, request.url.path)
+        return _respond(
+            request,
+            400,
+            "invalid_value",
+            "a value in the request cannot be stored or compared (a NUL byte?)",
+        )
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _respond(
@@ -108,6 +120,7 @@ def install(app: FastAPI) -> None:
         SanctumError: sanctum_error,
         RequestValidationError: validation_error,
         StarletteHTTPException: http_error,
+        DataError: unstorable,
         Exception: unexpected,
     }
     for exc_class, handler in handlers.items():

@@ -20,6 +20,7 @@ class Runtime:
     keyring: Keyring
     store: LocalBlobStore
     jobs: Any = None  # the local job runner (sanctum.jobs.runner.JobRunner) while the app is up
+    ingest: Any = None  # de-identification workers (sanctum.ingest.workers), started on first use
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
@@ -35,4 +36,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        workers, self.ingest = self.ingest, None
+        if workers is not None:
+            workers.close()
         self.db.dispose()

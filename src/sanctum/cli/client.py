@@ -383,3 +383,15 @@ def register(app: typer.Typer) -> None:
     from sanctum.cli.hpo import register as register_hpo
 
     register_hpo(app)
+    from sanctum.cli.ingest import register as register_ingest
+
+    register_ingest(app)
+    from sanctum.cli.dmp import register as register_dmp
+
+    register_dmp(app)
+    from sanctum.cli.airlock import register as register_airlock
+
+    register_airlock(app)
+    from sanctum.cli.dicom import register as register_dicom
+
+    register_dicom(app)

@@ -120,13 +120,17 @@ def _deep(
 
 
 def other_references(session: Session) -> set[str]:
-    """Blobs that are not dataset files but still belong to someone: job bundles and logs, and
-    experiment artifacts."""
+    """Blobs that are not dataset files but still belong to someone: job bundles and logs,
+    experiment artifacts, quarantined ingest outputs awaiting an owner's decision, and files held
+    by import requests."""
+    from sanctum.airlock.models import ImportRequest
+    from sanctum.ingest.models import IngestSource
     from sanctum.jobs.models import Job
     from sanctum.tracking.artifacts import blob_ids as artifact_blob_ids
 
     found: set[str] = set(artifact_blob_ids(session))
-    for column in (Job.bundle_blob_id, Job.stdout_blob_id, Job.stderr_blob_id):
+    held = (IngestSource.blob_id, ImportRequest.blob_id)
+    for column in (Job.bundle_blob_id, Job.stdout_blob_id, Job.stderr_blob_id, *held):
         found.update(b for b in session.scalars(select(column).where(column.is_not(None))).all() if b)
     return found
 

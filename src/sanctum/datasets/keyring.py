@@ -24,6 +24,10 @@ class Keyring:
         """The project's key, created (and wrapped, in the caller's transaction) on first use."""
         context = f"project:{project.id}"
         if project.wrapped_key is None:
+            if project not in session:
+                # A new key set on an object of another session would never be written, and every
+                # dataset key wrapped by it would be lost: refuse rather than lose data.
+                raise RuntimeError("project_key: the project must belong to the session creating its key")
             key = wrapping.new_data_key()
             project.wrapped_key = wrapping.wrap(self._kek, key, context)
             session.flush()

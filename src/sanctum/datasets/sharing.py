@@ -14,6 +14,7 @@ from sanctum.audit import record
 from sanctum.datasets.catalog import DatasetRef
 from sanctum.db.models import Dataset, Project, Share
 from sanctum.db.types import utcnow
+from sanctum.dmp import enforce
 from sanctum.errors import Conflict, InvalidInput, NotFound
 from sanctum.projects.service import ProjectContext
 
@@ -45,6 +46,7 @@ def offer(session: Session, ctx: ProjectContext, ref: DatasetRef, target: str, a
         raise NotFound("no project with this name", code="target_not_found")
     if target_project.id == ctx.project.id:
         raise InvalidInput("a dataset is already visible in its own project", code="same_project")
+    enforce.refuse_share(session, ctx, ref.dataset, target=target_project.name, action="share.offer")
     active = session.scalar(
         select(Share.id).where(
             Share.dataset_id == ref.dataset.id,
@@ -100,6 +102,10 @@ def decide(session: Session, ctx: ProjectContext, share_id: int, *, accept: bool
         raise NotFound("share not found")  # only the receiving project decides
     if share.state != "pending":
         raise Conflict(f"this share is {share.state}, not pending", code="not_pending")
+    if accept:
+        dataset = session.get(Dataset, share.dataset_id)
+        if dataset is not None:
+            enforce.refuse_share(session, ctx, dataset, target=ctx.project.name, action="share.accept")
     share.state = "accepted" if accept else "declined"
     share.decided_at = utcnow()
     share.decided_by_id = ctx.principal.user_id

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import io
 import re
+from collections.abc import Collection
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -54,12 +55,18 @@ class TableError(InvalidInput, ValueError):
 
 
 def read_table_upload(
-    data: bytes | BinaryIO, filename: str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | None = None
+    data: bytes | BinaryIO,
+    filename: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_rows: int | None = None,
+    text_columns: Collection[str] = (),
 ) -> pa.Table:
     """Parse an upload as Parquet (by its PAR1 magic) or CSV/TSV (by extension, else by sniffing).
 
     The header row is required and names the columns; types are inferred by pyarrow over the whole
-    file, so a column is never typed from its first rows and then fails further down.
+    file, so a column is never typed from its first rows and then fails further down. CSV columns
+    named in ``text_columns`` are read as text, never inferred: an ID "00123" stays "00123".
     """
     raw = data if isinstance(data, bytes | bytearray | memoryview) else data.read(max_bytes + 1)
     raw = bytes(raw)
@@ -67,7 +74,7 @@ def read_table_upload(
         raise TableError(f"file is larger than the limit of {max_bytes} bytes")
     if not raw.strip():
         raise TableError("file is empty")
-    table = _read_parquet(raw) if raw[:4] == PARQUET_MAGIC else _read_csv(raw, filename)
+    table = _read_parquet(raw) if raw[:4] == PARQUET_MAGIC else _read_csv(raw, filename, text_columns)
     if max_rows is not None and table.num_rows > max_rows:
         raise TableError(f"table has {table.num_rows} rows, more than the limit of {max_rows}")
     return _normalise(table)
@@ -80,7 +87,7 @@ def _read_parquet(raw: bytes) -> pa.Table:
         raise TableError(f"not a readable Parquet file: {exc}") from None
 
 
-def _read_csv(raw: bytes, filename: str) -> pa.Table:
+def _read_csv(raw: bytes, filename: str, text_columns: Collection[str] = ()) -> pa.Table:
     lower = filename.lower()
     is_csv_name = lower.endswith((".csv", ".tsv", ".txt"))
     for magic, hint in _BINARY_HINTS.items():
@@ -115,7 +122,11 @@ def _read_csv(raw: bytes, filename: str) -> pa.Table:
             parse_options=pacsv.ParseOptions(
                 delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row
             ),
-            convert_options=pacsv.ConvertOptions(null_values=NULL_VALUES, strings_can_be_null=True),
+            convert_options=pacsv.ConvertOptions(
+                null_values=NULL_VALUES,
+                strings_can_be_null=True,
+                column_types=dict.fromkeys(text_columns, pa.string()),
+            ),
         )
     except (pa.ArrowException, ValueError) as exc:
         if first_bad:

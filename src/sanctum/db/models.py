@@ -89,6 +89,8 @@ class Project(Base):
     # Most rows a query returns to a Data Scientist.
     query_row_limit: Mapped[int] = mapped_column(Integer, default=1000, server_default="1000")
     artifact_download: Mapped[str] = mapped_column(String(16), default="allowed", server_default="allowed")
+    # Independent approvals an export request needs (1 or 2); see sanctum.airlock.rules.export_rules.
+    export_approvals: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="project", cascade="all, delete-orphan"
@@ -234,5 +236,9 @@ class Share(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+from sanctum.airlock import models as _airlock_models  # noqa: E402,F401
+from sanctum.dicom import models as _dicom_models  # noqa: E402,F401
+from sanctum.dmp import models as _dmp_models  # noqa: E402,F401
+from sanctum.ingest import models as _ingest_models  # noqa: E402,F401
 from sanctum.jobs import models as _jobs_models  # noqa: E402,F401
 from sanctum.tracking import models as _tracking_models  # noqa: E402,F401

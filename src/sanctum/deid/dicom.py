@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pydicom
@@ -28,7 +28,7 @@ from pydicom.uid import (
 )
 
 from sanctum.deid.clean import CONTENT_TEXT_KEYWORDS, clean_action
-from sanctum.deid.profile import Options, effective_action, load_table, method_codes
+from sanctum.deid.profile import Options, Table, effective_action, load_table, method_codes
 from sanctum.deid.pseudonyms import Pseudonymiser, shift_da, shift_dt
 from sanctum.deid.scan import scan
 
@@ -83,6 +83,17 @@ BURNED_IN_SOP_CLASSES = frozenset(
 )
 #: (modality, manufacturer substring) pairs flagged for review; "" matches any manufacturer.
 DEFAULT_BURNED_IN_RULES: tuple[tuple[str, str], ...] = (("US", ""), ("XC", ""), ("SC", ""), ("OT", ""))
+#: Implementation Version Name written into every output's file meta.
+IMPLEMENTATION_VERSION = "SANCTUM_DEID"
+#: File meta attributes whose original values are searched for in the output (they are not copied).
+META_SCANNED = (
+    "SourceApplicationEntityTitle",
+    "SendingApplicationEntityTitle",
+    "ReceivingApplicationEntityTitle",
+    "MediaStorageSOPInstanceUID",
+)
+#: Values this module writes itself (dummies): never searched for, they would always be found.
+WRITTEN_VALUES = frozenset(DUMMY.values())
 
 
 @dataclass
@@ -120,12 +131,8 @@ class _Walk:
                 for inner in item.iterall():
                     if inner.VR == "SQ" or inner.keyword in CODE_KEYWORDS or inner.tag.is_private:
                         continue
-                    rule = self.table.rule(int(inner.tag))
-                    inner_action = (
-                        effective_action(rule, self.options, inner.VR) if rule else self.net_action(inner)
-                    )
-                    if inner_action == "C":
-                        inner_action = clean_action(inner, self.options)
+                    clean = lambda e=inner: clean_action(e, self.options)  # noqa: E731
+                    inner_action = nested_action(self.table, self.options, int(inner.tag), inner.VR, clean)
                     if inner_action not in ("K", "R", "RC"):
                         self.remember(name, inner)
             return
@@ -141,22 +148,11 @@ class _Walk:
 
     def uid(self, value: str) -> str:
         """Pseudonymise one UID, keeping standard (non-identifying) UIDs such as SOP Classes."""
-        return value if str(value).startswith(STANDARD_UID_PREFIX) else self.p.uid(str(value))
+        return pseudonymise_uid(self.p, value)
 
     def net_action(self, elem: DataElement) -> str:
         """The safety-net action for a public element the table does not cover, by VR."""
-        vr, longitudinal = elem.VR, self.options.longitudinal
-        if vr == "PN":
-            return "Z"
-        if vr in ("DA", "DT"):
-            return {"full": "K", "modified": "S"}.get(longitudinal, "Z")
-        if vr == "TM":
-            return "Z" if longitudinal == "none" else "K"
-        if vr == "UI":
-            return "K" if self.options.retain_uids else "U"
-        if vr in FREE_TEXT_VRS:
-            return "X"
-        return "R" if vr == "SQ" else "K"  # R: recurse into a sequence the table does not name
+        return net_action(elem.VR, self.options)
 
     def dataset(self, ds: Dataset, cleaning: bool = False) -> None:
         """Apply the profile to every element of ``ds``, recursing into sequences.
@@ -174,20 +170,15 @@ class _Walk:
             if elem.tag.is_private:
                 self.private(ds, elem)
                 continue
-            rule = self.table.rule(tag)
-            action = effective_action(rule, self.options, elem.VR) if rule else self.net_action(elem)
-            if cleaning and elem.keyword in CODE_KEYWORDS:
-                action = "K"
-            elif cleaning and elem.keyword in CONTENT_TEXT_KEYWORDS:
-                action = "C"
-            if tag == PATIENT_ID:
-                action = "P"
-            if action == "C":
-                action = clean_action(elem, self.options)
-            elif action == "K" and elem.VR == "SQ":
-                action = "RC"  # K on a sequence: keep it, clean its items (Table E.1-1a)
-            if elem.VR == "UN" and action in ("U", "S", "P", "RC", "R"):
-                action = "X"  # an unparsed value cannot be mapped, shifted or walked into: remove it
+            action = element_action(
+                self.table,
+                self.options,
+                tag,
+                elem.VR,
+                elem.keyword,
+                cleaning,
+                lambda e=elem: clean_action(e, self.options),
+            )
             self.apply(ds, elem, action, cleaning)
 
     def private(self, ds: Dataset, elem: DataElement) -> None:
@@ -247,6 +238,65 @@ class _Walk:
             elem.value = b"\x00\x00"
 
 
+def pseudonymise_uid(pseudonymiser: Pseudonymiser, value: str) -> str:
+    """One UID's pseudonym; standard (non-identifying) UIDs such as SOP Classes are kept."""
+    return value if str(value).startswith(STANDARD_UID_PREFIX) else pseudonymiser.uid(str(value))
+
+
+def net_action(vr: str, options: Options) -> str:
+    """The safety-net action for a public element the table does not cover, by VR."""
+    longitudinal = options.longitudinal
+    if vr == "PN":
+        return "Z"
+    if vr in ("DA", "DT"):
+        return {"full": "K", "modified": "S"}.get(longitudinal, "Z")
+    if vr == "TM":
+        return "Z" if longitudinal == "none" else "K"
+    if vr == "UI":
+        return "K" if options.retain_uids else "U"
+    if vr in FREE_TEXT_VRS:
+        return "X"
+    return "R" if vr == "SQ" else "K"  # R: recurse into a sequence the table does not name
+
+
+def element_action(
+    table: Table,
+    options: Options,
+    tag: int,
+    vr: str,
+    keyword: str,
+    cleaning: bool,
+    clean: Callable[[], str],
+) -> str:
+    """The one action for a public element: its table row (or the VR net) under ``options``.
+
+    Shared by the reference walk here and the raw-bytes path (``dicom_raw``) so both decide alike.
+    ``clean`` carries out C for this element (it may need the element's value, so it is lazy).
+    """
+    rule = table.rule(tag)
+    action = effective_action(rule, options, vr) if rule else net_action(vr, options)
+    if cleaning and keyword in CODE_KEYWORDS:
+        action = "K"
+    elif cleaning and keyword in CONTENT_TEXT_KEYWORDS:
+        action = "C"
+    if tag == PATIENT_ID:
+        action = "P"
+    if action == "C":
+        action = clean()
+    elif action == "K" and vr == "SQ":
+        action = "RC"  # K on a sequence: keep it, clean its items (Table E.1-1a)
+    if vr == "UN" and action in ("U", "S", "P", "RC", "R"):
+        action = "X"  # an unparsed value cannot be mapped, shifted or walked into: remove it
+    return action
+
+
+def nested_action(table: Table, options: Options, tag: int, vr: str, clean: Callable[[], str]) -> str:
+    """The action an element inside a removed or emptied sequence would get (what to remember)."""
+    rule = table.rule(tag)
+    action = effective_action(rule, options, vr) if rule else net_action(vr, options)
+    return clean() if action == "C" else action
+
+
 def _values(elem: DataElement) -> list[str]:
     """The values of a (possibly multi-valued) string element as a list."""
     value = elem.value
@@ -260,12 +310,29 @@ def burned_in_reasons(
     rules: tuple[tuple[str, str], ...] = DEFAULT_BURNED_IN_RULES,
 ) -> list[str]:
     """Why this image may carry burned-in text (empty list: no known reason)."""
+    return burned_in_reasons_for(
+        str(ds.get("BurnedInAnnotation", "")),
+        str(ds.get("SOPClassUID", "")),
+        str(ds.get("Modality", "")),
+        str(ds.get("Manufacturer", "")),
+        rules,
+    )
+
+
+def burned_in_reasons_for(
+    burned_in: str,
+    sop_class: str,
+    modality: str,
+    manufacturer: str,
+    rules: tuple[tuple[str, str], ...] = DEFAULT_BURNED_IN_RULES,
+) -> list[str]:
+    """``burned_in_reasons`` from the four attribute values as text ("" when absent)."""
     reasons = []
-    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+    if burned_in.upper() == "YES":
         reasons.append("BurnedInAnnotation is YES")
-    if str(ds.get("SOPClassUID", "")) in BURNED_IN_SOP_CLASSES:
+    if sop_class in BURNED_IN_SOP_CLASSES:
         reasons.append("SOP Class is ultrasound or secondary capture")
-    modality, maker = str(ds.get("Modality", "")), str(ds.get("Manufacturer", "")).upper()
+    maker = manufacturer.upper()
     for rule_modality, rule_maker in rules:
         if modality == rule_modality and rule_maker.upper() in maker:
             reasons.append(f"modality {modality} is on the burned-in text rule list")
@@ -283,30 +350,31 @@ def _transfer_syntax(ds: Dataset) -> str:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
+def marker_values(options: Options, edition: str) -> tuple[list[str], list[tuple[str, str]], str]:
+    """DeidentificationMethod values, the CID 7050 (code, meaning) pairs and the date marker."""
+    codes = method_codes(options)
+    method = [f"Sanctum PS3.15 E.1-1 {edition}", *(meaning for _, meaning in codes)]
+    longitudinal = {"full": "UNMODIFIED", "modified": "MODIFIED"}.get(options.longitudinal, "REMOVED")
+    return method, codes, longitudinal
+
+
 def _markers(ds: Dataset, options: Options, edition: str) -> None:
     """Write PatientIdentityRemoved, the method text and CID 7050 codes, and the date marker."""
-    codes = method_codes(options)
+    method, codes, longitudinal = marker_values(options, edition)
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = [f"Sanctum PS3.15 E.1-1 {edition}", *(meaning for _, meaning in codes)]
+    ds.DeidentificationMethod = method
     items = []
     for value, meaning in codes:
         item = Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
         items.append(item)
     ds.DeidentificationMethodCodeSequence = Sequence(items)
-    ds.LongitudinalTemporalInformationModified = {"full": "UNMODIFIED", "modified": "MODIFIED"}.get(
-        options.longitudinal, "REMOVED"
-    )
+    ds.LongitudinalTemporalInformationModified = longitudinal
 
 
 def _file_meta(ds: Dataset, old: FileMetaDataset, walk: _Walk) -> FileMetaDataset:
     """A new file meta group: only what the written dataset needs, nothing carried over."""
-    for keyword in (
-        "SourceApplicationEntityTitle",
-        "SendingApplicationEntityTitle",
-        "ReceivingApplicationEntityTitle",
-        "MediaStorageSOPInstanceUID",
-    ):
+    for keyword in META_SCANNED:
         if keyword in old and not (keyword == "MediaStorageSOPInstanceUID" and walk.options.retain_uids):
             walk.remember(keyword, old[keyword])
     meta = FileMetaDataset()
@@ -314,7 +382,7 @@ def _file_meta(ds: Dataset, old: FileMetaDataset, walk: _Walk) -> FileMetaDatase
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = _transfer_syntax(ds)
     meta.ImplementationClassUID = IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "SANCTUM_DEID"
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     return meta
 
 
@@ -357,9 +425,18 @@ def deidentify(
     except Exception as exc:  # any parse/encode failure is a rejection, never a crash
         # Only the stage and exception type: pydicom's messages can quote element values.
         return Result(None, report, rejected=f"cannot de-identify: {type(exc).__name__} while {stage}")
-    report = walk.report
-    written = {str(v) for v in DUMMY.values()}
-    report.scan_hits = scan(output, [(n, v) for n, v in walk.originals if v not in written])
+    return conclude(output, walk.report, walk.originals, reasons)
+
+
+def conclude(
+    output: bytes,
+    report: Report,
+    originals: list[tuple[str, str]],
+    reasons: list[str],
+    scanner: Callable[[bytes, list[tuple[str, str]]], list[str]] = scan,
+) -> Result:
+    """Byte-scan a finished output for the originals; a hit withholds it (shared by both paths)."""
+    report.scan_hits = scanner(output, [(n, v) for n, v in originals if v not in WRITTEN_VALUES])
     if report.scan_hits:
         reasons.append("original identifying value still present in: " + ", ".join(report.scan_hits))
         return Result(None, report, reasons)

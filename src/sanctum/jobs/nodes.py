@@ -26,6 +26,7 @@ from sanctum.datasets import catalog
 from sanctum.datasets.keyring import Keyring
 from sanctum.db.models import Dataset, DatasetVersion, Project
 from sanctum.db.types import utcnow
+from sanctum.dmp.enforce import check_node as check_node_location
 from sanctum.errors import Conflict, Denied, InvalidInput, NotFound
 from sanctum.jobs.models import Job, JobInput, Node, NodeKeyGrant, SigningKey
 from sanctum.jobs.node_protocol import AUTH_SCHEME, MAX_SKEW_S, request_message
@@ -125,6 +126,7 @@ def placed_job(session: Session, node: Node, job_id: int, slurm_state: tuple[str
         raise Conflict(f"the job is {job.state}", code="job_not_running", persist=True)
     if slurm_state is None or slurm_state[1] != node.name or slurm_state[0] not in SCHEDULED:
         raise Denied("the job is not scheduled on this node", code="not_scheduled", persist=True)
+    check_node_location(session, node, job)  # a disallowed location rejects the job: no plan, no keys
     return job
 
 

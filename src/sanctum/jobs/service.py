@@ -21,6 +21,8 @@ from sanctum.access.policy import role_allows
 from sanctum.datasets import catalog
 from sanctum.datasets.keyring import Keyring
 from sanctum.db.models import Dataset, DatasetVersion
+from sanctum.dmp import enforce as dmp_enforce
+from sanctum.dmp import service as dmp_service
 from sanctum.errors import Conflict, Denied, InvalidInput, NotFound
 from sanctum.jobs import bundle as bundles
 from sanctum.jobs import manifest as manifests
@@ -146,13 +148,21 @@ class Prepared:
 
 
 def prepare(
-    session: Session, ctx: ProjectContext, sub: Submission, *, max_bundle_bytes: int, slurm_enabled: bool
+    session: Session,
+    ctx: ProjectContext,
+    sub: Submission,
+    *,
+    max_bundle_bytes: int,
+    slurm_enabled: bool,
+    location: str = "",
 ) -> Prepared:
-    """All checks, no writes: a refusal here leaves nothing behind but its audit record."""
+    """All checks, no writes: a refusal here leaves nothing behind but its audit record.
+    ``location``: where the local executor runs, checked against the DMPs that govern the job."""
     manifest, canonical, key_id = check_submission(session, ctx, sub, max_bundle_bytes=max_bundle_bytes)
     if manifest.executor == "slurm" and not slurm_enabled:
         raise InvalidInput("this platform has no Slurm executor configured", code="no_executor")
     inputs = _pin_inputs(session, ctx, manifest)
+    dmp_enforce.check_submission(session, ctx, manifest, inputs, local_location=location)
     return Prepared(manifest, canonical, key_id, inputs, sub.signature.strip(), sub.bundle)
 
 
@@ -177,7 +187,7 @@ def create(
         bundle_size=manifest.bundle_size,
         output_name=manifest.output,
         output_dataset_id=output.id,
-        dmp_version=manifest.dmp_version,
+        dmp_version=dmp_service.version_in_force(session, ctx.project.id),  # equal to a declared one
     )
     session.add(job)
     session.flush()

@@ -84,3 +84,6 @@ class ProjectSettingsUpdate(Model):
     artifact_download: Literal["allowed", "airlock"] | None = Field(
         default=None, description="'airlock': only data owners download experiment artifacts"
     )
+    export_approvals: int | None = Field(
+        default=None, ge=1, le=2, description="independent approvals an export request needs (1 or 2)"
+    )

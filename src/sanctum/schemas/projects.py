@@ -25,6 +25,7 @@ class ProjectPublic(PublicModel):
     artifact_download: str = Field(
         default="allowed", description="'airlock': only data owners download experiment artifacts"
     )
+    export_approvals: int = Field(default=2, description="independent approvals an export request needs")
 
 
 class MemberCreate(Model):

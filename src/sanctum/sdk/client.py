@@ -24,8 +24,12 @@ from sanctum.schemas.auth import (
 from sanctum.schemas.projects import MemberCreate, MemberPublic, MemberUpdate, ProjectCreate, ProjectPublic
 from sanctum.schemas.tokens import TokenCreate, TokenCreated, TokenPublic
 from sanctum.sdk import credentials
+from sanctum.sdk.airlock import AirlockMixin
 from sanctum.sdk.datasets import DatasetsMixin
+from sanctum.sdk.dicom import DicomMixin
+from sanctum.sdk.dmp import DmpMixin
 from sanctum.sdk.errors import SanctumAPIError, SanctumConfigError, SanctumConnectionError
+from sanctum.sdk.ingest import IngestMixin
 from sanctum.sdk.jobs import JobsMixin
 from sanctum.sdk.tracking import TrackingMixin
 
@@ -82,7 +86,7 @@ def _api_error(response: httpx.Response) -> SanctumAPIError:
         )
 
 
-class Client(DatasetsMixin, JobsMixin, TrackingMixin):
+class Client(DatasetsMixin, JobsMixin, TrackingMixin, IngestMixin, AirlockMixin, DmpMixin, DicomMixin):
     """A Sanctum server as seen with one credential. Use as a context manager, or call ``close()``.
 
     ``http`` lets you bring your own ``httpx.Client`` (a proxy, client certificates, or a FastAPI

@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sanctum.access.permissions import Permission
-from sanctum.api.deps import DbSession, InProject, Require, RuntimeDep, authenticate_request, run_read
+from sanctum.api.deps import (
+    DbSession,
+    InProject,
+    Require,
+    RuntimeDep,
+    authenticate_request,
+    relaxed_durability,
+    run_read,
+)
 from sanctum.api.runtime import Runtime
 from sanctum.db.models import User
 from sanctum.errors import SanctumError
 from sanctum.projects.service import ProjectContext
 from sanctum.tracking import MlflowError, logged_models, runlog
 from sanctum.tracking import service as svc
-from sanctum.tracking.models import ACTIVE, DELETED, Experiment, Run, RunMetric
+from sanctum.tracking.models import ACTIVE, DELETED, Experiment
 
 PREFIXES = ("/api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/2.0/mlflow-artifacts/")
 WORKSPACE_HEADER = "x-mlflow-workspace"
@@ -67,15 +76,39 @@ async def mlflow_body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw.decode("utf-8"))  # strict UTF-8: json.loads(bytes) lets surrogates pass
     except ValueError:
         raise MlflowError("MALFORMED_REQUEST", "request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise MlflowError("MALFORMED_REQUEST", "request body must be a JSON object")
+    if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(body):
+        raise MlflowError("INVALID_PARAMETER_VALUE", "request body holds text that is not valid Unicode")
     return body
 
 
+# A "\ud800"-style escape is the only way left for a lone surrogate, which no database can store.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode(body: dict[str, Any]) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 Body = Annotated[dict[str, Any], Depends(mlflow_body)]
+
+
+EMPTY = b"{}"
+
+
+def answer(payload: dict[str, Any] | None = None) -> Response:
+    """JSON encoded once, here. Returning a dict would make FastAPI validate it against the return
+    annotation and then encode it, which costs more than the rest of a ``log-metric`` call."""
+    body = EMPTY if not payload else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, media_type="application/json")
 
 
 def _number(value: float) -> float | str:
@@ -99,12 +132,28 @@ def experiment_json(e: Experiment) -> dict[str, Any]:
     }
 
 
-def _emails(db: Session, runs: list[Run]) -> dict[int, str]:
-    ids = {r.user_id for r in runs if r.user_id is not None}
-    return dict(db.execute(select(User.id, User.email).where(User.id.in_(ids))).all()) if ids else {}
+_EMAILS = select(User.id, User.email).where(User.id.in_(bindparam("ids", expanding=True)))
 
 
-def run_info(run: Run, email: str) -> dict[str, Any]:
+class RunFields(Protocol):
+    """What an answer needs of a run: a ``Run``, or a row with its columns (searches read rows)."""
+
+    id: str
+    name: str
+    experiment_id: int
+    user_id: int | None
+    status: str
+    start_time: int
+    end_time: int | None
+    lifecycle_stage: str
+
+
+def _emails(db: Session, runs: Sequence[RunFields]) -> dict[int, str]:
+    ids = list({r.user_id for r in runs if r.user_id is not None})
+    return dict(db.execute(_EMAILS, {"ids": ids}).all()) if ids else {}
+
+
+def run_info(run: RunFields, email: str) -> dict[str, Any]:
     info: dict[str, Any] = {
         "run_id": run.id,
         "run_uuid": run.id,
@@ -121,7 +170,7 @@ def run_info(run: Run, email: str) -> dict[str, Any]:
     return info
 
 
-def runs_json(db: Session, runs: list[Run]) -> list[dict[str, Any]]:
+def runs_json(db: Session, runs: Sequence[RunFields]) -> list[dict[str, Any]]:
     emails = _emails(db, runs)
     data = runlog.run_data(db, [r.id for r in runs])
     io = logged_models.run_io(db, [r.id for r in runs])
@@ -154,11 +203,6 @@ def runs_json(db: Session, runs: list[Run]) -> list[dict[str, Any]]:
     return result
 
 
-def metric_json(m: RunMetric) -> dict[str, Any]:
-    value = "NaN" if m.is_nan else _number(m.value)
-    return {"key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step}
-
-
 def _run_id(body: dict[str, Any]) -> Any:
     return body.get("run_id") or body.get("run_uuid")
 
@@ -169,23 +213,25 @@ P = "/api/2.0/mlflow"
 
 
 @router.post(f"{P}/experiments/create")
-def create_experiment(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
-    return {"experiment_id": str(svc.create_experiment(db, ctx, body.get("name")).id)}
+def create_experiment(ctx: Writer, db: DbSession, body: Body) -> Response:
+    return answer({"experiment_id": str(svc.create_experiment(db, ctx, body.get("name")).id)})
 
 
 @router.get(f"{P}/experiments/get")
-def get_experiment(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]:
-    return {"experiment": experiment_json(svc.get_experiment(db, ctx, body.get("experiment_id")))}
+def get_experiment(ctx: Reader, db: DbSession, body: Body) -> Response:
+    return answer({"experiment": experiment_json(svc.get_experiment(db, ctx, body.get("experiment_id")))})
 
 
 @router.get(f"{P}/experiments/get-by-name")
-def get_experiment_by_name(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]:
-    return {"experiment": experiment_json(svc.get_experiment_by_name(db, ctx, body.get("experiment_name")))}
+def get_experiment_by_name(ctx: Reader, db: DbSession, body: Body) -> Response:
+    return answer(
+        {"experiment": experiment_json(svc.get_experiment_by_name(db, ctx, body.get("experiment_name")))}
+    )
 
 
 @router.get(f"{P}/experiments/search", operation_id="search_experiments_get")
 @router.post(f"{P}/experiments/search", operation_id="search_experiments")
-def search_experiments(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]:
+def search_experiments(ctx: Reader, db: DbSession, body: Body) -> Response:
     rows, token = svc.search_experiments(
         db,
         ctx,
@@ -197,32 +243,33 @@ def search_experiments(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]
     result: dict[str, Any] = {"experiments": [experiment_json(e) for e in rows]}
     if token:
         result["next_page_token"] = token
-    return result
+    return answer(result)
 
 
 @router.post(f"{P}/experiments/delete")
-def delete_experiment(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+def delete_experiment(ctx: Writer, db: DbSession, body: Body) -> Response:
     svc.set_experiment_stage(db, ctx, body.get("experiment_id"), DELETED)
-    return {}
+    return answer()
 
 
 @router.post(f"{P}/experiments/restore")
-def restore_experiment(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+def restore_experiment(ctx: Writer, db: DbSession, body: Body) -> Response:
     svc.set_experiment_stage(db, ctx, body.get("experiment_id"), ACTIVE)
-    return {}
+    return answer()
 
 
 @router.post(f"{P}/experiments/update")
-def update_experiment(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+def update_experiment(ctx: Writer, db: DbSession, body: Body) -> Response:
     svc.rename_experiment(db, ctx, body.get("experiment_id"), body.get("new_name"))
-    return {}
+    return answer()
 
 
 # --------------------------------------------------------------------------- runs
 
 
 @router.post(f"{P}/runs/create")
-def create_run(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+@relaxed_durability
+def create_run(ctx: Writer, db: DbSession, body: Body) -> Response:
     run = svc.create_run(
         db,
         ctx,
@@ -231,40 +278,41 @@ def create_run(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
         run_name=body.get("run_name"),
         tags=body.get("tags"),
     )
-    return {"run": runs_json(db, [run])[0]}
+    return answer({"run": runs_json(db, [run])[0]})
 
 
 @router.get(f"{P}/runs/get")
-def get_run(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]:
-    return {"run": runs_json(db, [svc.get_run(db, ctx, _run_id(body))])[0]}
+def get_run(ctx: Reader, db: DbSession, body: Body) -> Response:
+    return answer({"run": runs_json(db, [svc.get_run(db, ctx, _run_id(body))])[0]})
 
 
 @router.post(f"{P}/runs/update")
-def update_run(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+@relaxed_durability
+def update_run(ctx: Writer, db: DbSession, body: Body) -> Response:
     run = svc.active_run(db, ctx, _run_id(body))
     svc.update_run(
         db, run, status=body.get("status"), end_time=body.get("end_time"), run_name=body.get("run_name")
     )
     db.flush()
-    return {"run_info": run_info(run, _emails(db, [run]).get(run.user_id or -1, ""))}
+    return answer({"run_info": run_info(run, _emails(db, [run]).get(run.user_id or -1, ""))})
 
 
 @router.post(f"{P}/runs/delete")
-def delete_run(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+def delete_run(ctx: Writer, db: DbSession, body: Body) -> Response:
     svc.set_run_stage(db, ctx, _run_id(body), DELETED)
-    return {}
+    return answer()
 
 
 @router.post(f"{P}/runs/restore")
-def restore_run(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+def restore_run(ctx: Writer, db: DbSession, body: Body) -> Response:
     svc.set_run_stage(db, ctx, _run_id(body), ACTIVE)
-    return {}
+    return answer()
 
 
 @router.get(f"{P}/runs/search", operation_id="search_runs_get")
 @router.post(f"{P}/runs/search", operation_id="search_runs")
-def search_runs(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]:
-    page = svc.search_runs(
+def search_runs(ctx: Reader, db: DbSession, body: Body) -> Response:
+    runs, token = svc.search_run_rows(
         db,
         ctx,
         experiment_ids=body.get("experiment_ids", []),
@@ -274,61 +322,83 @@ def search_runs(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]:
         order_by=body.get("order_by"),
         page_token=body.get("page_token"),
     )
-    result: dict[str, Any] = {"runs": runs_json(db, page.runs)}
-    if page.next_page_token:
-        result["next_page_token"] = page.next_page_token
-    return result
+    result: dict[str, Any] = {"runs": runs_json(db, runs)}
+    if token:
+        result["next_page_token"] = token
+    return answer(result)
 
 
 @router.post(f"{P}/runs/log-batch")
-def log_batch(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+@relaxed_durability
+def log_batch(ctx: Writer, db: DbSession, body: Body) -> Response:
     runlog.log_batch(
         db, ctx, _run_id(body), metrics=body.get("metrics"), params=body.get("params"), tags=body.get("tags")
     )
-    return {}
+    return answer()
 
 
 @router.post(f"{P}/runs/log-metric")
-def log_metric(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+@relaxed_durability
+def log_metric(ctx: Writer, db: DbSession, body: Body) -> Response:
     point = {k: body.get(k) for k in ("key", "value", "timestamp", "step")}
     runlog.log_batch(db, ctx, _run_id(body), metrics=[point], params=None, tags=None)
-    return {}
+    return answer()
 
 
 @router.post(f"{P}/runs/log-parameter")
-def log_param(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+@relaxed_durability
+def log_param(ctx: Writer, db: DbSession, body: Body) -> Response:
     pair = {"key": body.get("key"), "value": body.get("value")}
     runlog.log_batch(db, ctx, _run_id(body), metrics=None, params=[pair], tags=None)
-    return {}
+    return answer()
 
 
 @router.post(f"{P}/runs/set-tag")
-def set_tag(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+@relaxed_durability
+def set_tag(ctx: Writer, db: DbSession, body: Body) -> Response:
     pair = {"key": body.get("key"), "value": body.get("value")}
     runlog.log_batch(db, ctx, _run_id(body), metrics=None, params=None, tags=[pair])
-    return {}
+    return answer()
 
 
 @router.post(f"{P}/runs/delete-tag")
-def delete_tag(ctx: Writer, db: DbSession, body: Body) -> dict[str, Any]:
+@relaxed_durability
+def delete_tag(ctx: Writer, db: DbSession, body: Body) -> Response:
     runlog.delete_tag(db, ctx, _run_id(body), body.get("key"))
-    return {}
+    return answer()
 
 
 @router.get(f"{P}/metrics/get-history")
-def metric_history(ctx: Reader, db: DbSession, body: Body) -> dict[str, Any]:
-    rows, token = runlog.metric_history(
+def metric_history(ctx: Reader, db: DbSession, body: Body) -> Response:
+    key = body.get("metric_key")
+    rows, token = runlog.metric_history_rows(
         db,
         ctx,
         _run_id(body),
-        body.get("metric_key"),
+        key,
         max_results=body.get("max_results"),
         page_token=body.get("page_token"),
     )
-    result: dict[str, Any] = {"metrics": [metric_json(m) for m in rows]}
-    if token:
-        result["next_page_token"] = token
-    return result
+    return Response(history_json(key, rows, token), media_type="application/json")
+
+
+def history_json(key: str, rows: list[Any], token: str | None) -> str:
+    """``{"metrics": [...]}`` for up to 25,000 points, formatted directly: three times faster than
+    building a dict per point for ``json.dumps``, and the same JSON (``repr`` of a finite float is
+    valid JSON; NaN and the infinities become MLflow's strings)."""
+    name = json.dumps(key, ensure_ascii=False)
+    points = ",".join(
+        f'{{"key":{name},"value":{_value_json(value, is_nan)},"timestamp":{timestamp},"step":{step}}}'
+        for value, is_nan, timestamp, step in rows
+    )
+    tail = f',"next_page_token":{json.dumps(token)}' if token else ""
+    return f'{{"metrics":[{points}]{tail}}}'
+
+
+def _value_json(value: float, is_nan: bool) -> str:
+    if is_nan:
+        return '"NaN"'
+    return repr(value) if math.isfinite(value) else json.dumps(_number(value))
 
 
 @router.get("/api/3.0/mlflow/server-info")

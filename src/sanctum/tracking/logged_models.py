@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, select
+from sqlalchemy import ColumnElement, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from sanctum.projects.service import ProjectContext
@@ -275,13 +275,20 @@ def link(db: Session, ctx: ProjectContext, run_id: Any, models: Any, direction: 
             found.step = step
 
 
+_links = RunModelLink.__table__
+_RUN_LINKS = (  # built once: every run answer asks for it, usually to find nothing
+    select(_links.c.run_id, _links.c.model_id, _links.c.direction, _links.c.step)
+    .where(_links.c.run_id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(_links.c.model_id)
+)
+
+
 def run_io(db: Session, run_ids: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """Each run's (inputs, outputs) as MLflow's RunInputs and RunOutputs, in one query."""
     result: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {r: ({}, {}) for r in run_ids}
     if not run_ids:
         return result
-    query = select(RunModelLink).where(RunModelLink.run_id.in_(run_ids)).order_by(RunModelLink.model_id)
-    for row in db.scalars(query):
+    for row in db.execute(_RUN_LINKS, {"run_ids": run_ids}):
         inputs, outputs = result[row.run_id]
         if row.direction == "input":
             inputs.setdefault("model_inputs", []).append({"model_id": row.model_id})

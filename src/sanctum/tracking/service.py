@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Insert, Select, Table, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sanctum.projects.service import ProjectContext
@@ -36,6 +37,34 @@ RUN_STATUSES = {"RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"}
 VIEW_TYPES = {"ACTIVE_ONLY": [ACTIVE], "DELETED_ONLY": [DELETED], "ALL": [ACTIVE, DELETED]}
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
+
+# The statements of the per-call paths, built once: building a SQLAlchemy expression and computing
+# its cache key cost more than SQLite takes to answer it (bench/tracking.py).
+_EXPERIMENT = select(Experiment).where(
+    Experiment.id == bindparam("experiment_id"), Experiment.project_id == bindparam("project_id")
+)
+_EXPERIMENT_STAGE = select(Experiment.id, Experiment.lifecycle_stage).where(
+    Experiment.id == bindparam("experiment_id"), Experiment.project_id == bindparam("project_id")
+)
+_RUN = (
+    select(Run)
+    .join(Experiment, Experiment.id == Run.experiment_id)
+    .where(Run.id == bindparam("run_id"), Experiment.project_id == bindparam("project_id"))
+)
+_RUN_FOR_UPDATE = _RUN.with_for_update(of=Run)
+_RUN_ID = (
+    select(Run.id)
+    .join(Experiment, Experiment.id == Run.experiment_id)
+    .where(Run.id == bindparam("run_id"), Experiment.project_id == bindparam("project_id"))
+)
+_RUN_STAGE_FOR_UPDATE = (
+    select(Run.id, Run.lifecycle_stage)
+    .join(Experiment, Experiment.id == Run.experiment_id)
+    .where(Run.id == bindparam("run_id"), Experiment.project_id == bindparam("project_id"))
+    .with_for_update(of=Run)
+)
+_RUN_COLUMNS = tuple(Run.__table__.c)
+_UPSERTS: dict[tuple[str, str], Insert] = {}
 
 
 def now_ms() -> int:
@@ -72,14 +101,16 @@ def as_int(value: Any, what: str, default: int | None = None) -> int:
 # --------------------------------------------------------------------------- experiments
 
 
-def get_experiment(db: Session, ctx: ProjectContext, experiment_id: Any) -> Experiment:
+def _experiment_id(experiment_id: Any) -> int:
     try:
-        ident = int(experiment_id)
+        return int(experiment_id)
     except (TypeError, ValueError):
         raise missing(f"no experiment with id {experiment_id!r}") from None
-    found = db.scalar(
-        select(Experiment).where(Experiment.id == ident, Experiment.project_id == ctx.project.id)
-    )
+
+
+def get_experiment(db: Session, ctx: ProjectContext, experiment_id: Any) -> Experiment:
+    params = {"experiment_id": _experiment_id(experiment_id), "project_id": ctx.project.id}
+    found = db.scalar(_EXPERIMENT, params)
     if found is None:
         raise missing(f"no experiment with id {experiment_id!r}")
     return found
@@ -181,17 +212,19 @@ def search_experiments(
 # --------------------------------------------------------------------------- runs
 
 
-def get_run(db: Session, ctx: ProjectContext, run_id: Any, *, for_update: bool = False) -> Run:
+def _run_params(ctx: ProjectContext, run_id: Any) -> dict[str, Any]:
     if not isinstance(run_id, str) or not run_id:
         raise invalid("missing value for 'run_id'")
-    query = (
-        select(Run)
-        .join(Experiment, Experiment.id == Run.experiment_id)
-        .where(Run.id == run_id, Experiment.project_id == ctx.project.id)
-    )
-    if for_update:
-        query = query.with_for_update(of=Run)
-    found = db.scalar(query)
+    return {"run_id": run_id, "project_id": ctx.project.id}
+
+
+def _check_active(run_id: str, stage: str) -> None:
+    if stage != ACTIVE:
+        raise invalid(f"the run {run_id} must be in the 'active' state; it is {stage}")
+
+
+def get_run(db: Session, ctx: ProjectContext, run_id: Any, *, for_update: bool = False) -> Run:
+    found = db.scalar(_RUN_FOR_UPDATE if for_update else _RUN, _run_params(ctx, run_id))
     if found is None:
         raise missing(f"run {run_id!r} not found")
     return found
@@ -201,15 +234,34 @@ def active_run(db: Session, ctx: ProjectContext, run_id: Any) -> Run:
     """A run to write to, locked: on PostgreSQL, writers to one run (the client's async logging)
     take turns, so two first values of a metric cannot both insert its latest-value row."""
     run = get_run(db, ctx, run_id, for_update=True)
-    if run.lifecycle_stage != ACTIVE:
-        raise invalid(f"the run {run.id} must be in the 'active' state; it is {run.lifecycle_stage}")
+    _check_active(run.id, run.lifecycle_stage)
     return run
+
+
+def existing_run_id(db: Session, ctx: ProjectContext, run_id: Any) -> str:
+    """``get_run``'s check without loading the run: the id of a run of the caller's project."""
+    found = db.scalar(_RUN_ID, _run_params(ctx, run_id))
+    if found is None:
+        raise missing(f"run {run_id!r} not found")
+    return str(found)
+
+
+def writable_run_id(db: Session, ctx: ProjectContext, run_id: Any) -> str:
+    """``active_run``'s checks and lock without loading the run: all that logging values needs."""
+    row = db.execute(_RUN_STAGE_FOR_UPDATE, _run_params(ctx, run_id)).first()
+    if row is None:
+        raise missing(f"run {run_id!r} not found")
+    _check_active(row.id, row.lifecycle_stage)
+    return str(row.id)
 
 
 def create_run(
     db: Session, ctx: ProjectContext, *, experiment_id: Any, start_time: Any, run_name: Any, tags: Any
 ) -> Run:
-    experiment = get_experiment(db, ctx, experiment_id)
+    params = {"experiment_id": _experiment_id(experiment_id), "project_id": ctx.project.id}
+    experiment = db.execute(_EXPERIMENT_STAGE, params).first()
+    if experiment is None:
+        raise missing(f"no experiment with id {experiment_id!r}")
     if experiment.lifecycle_stage != ACTIVE:
         raise invalid(f"experiment {experiment.id} is deleted; restore it before logging runs")
     pairs = key_values(tags, "tag", MAX_TAGS, MAX_TAG_VALUE)
@@ -271,6 +323,39 @@ def search_runs(
     page_token: Any,
 ) -> RunPage:
     """Filtered, ordered and paged in SQL, and only over experiments of the caller's project."""
+    query, limit, offset = _search_statement(
+        ctx,
+        experiment_ids=experiment_ids,
+        filter_string=filter_string,
+        run_view_type=run_view_type,
+        max_results=max_results,
+        order_by=order_by,
+        page_token=page_token,
+    )
+    rows = list(db.scalars(query))
+    return RunPage(rows[:limit], next_token(offset, limit, len(rows)))
+
+
+def search_run_rows(db: Session, ctx: ProjectContext, **search: Any) -> tuple[list[Any], str | None]:
+    """``search_runs`` (same arguments) as rows with every column of ``Run``, for the API, which
+    only reads them: a page of ORM objects costs more than the search itself."""
+    query, limit, offset = _search_statement(ctx, **search)
+    rows = list(db.execute(query.with_only_columns(*_RUN_COLUMNS)))
+    return rows[:limit], next_token(offset, limit, len(rows))
+
+
+def _search_statement(
+    ctx: ProjectContext,
+    *,
+    experiment_ids: Any,
+    filter_string: Any,
+    run_view_type: Any,
+    max_results: Any,
+    order_by: Any,
+    page_token: Any,
+) -> tuple[Select[Any], int, int]:
+    """The search's statement (fetching one run more than a page, to know if another follows),
+    its page size and its offset."""
     stages = VIEW_TYPES.get(str(run_view_type or "ACTIVE_ONLY"))
     if stages is None:
         raise invalid(f"invalid run_view_type {run_view_type!r}")
@@ -297,8 +382,7 @@ def search_runs(
     if condition is not None:
         query = query.where(condition)
     query, ordering = run_search.order_by(order_by, query)
-    rows = list(db.scalars(query.order_by(*ordering).offset(offset).limit(limit + 1)))
-    return RunPage(rows[:limit], next_token(offset, limit, len(rows)))
+    return query.order_by(*ordering).offset(offset).limit(limit + 1), limit, offset
 
 
 # --------------------------------------------------------------------------- logging
@@ -322,10 +406,28 @@ def key_values(items: Any, what: str, most: int, max_value: int) -> list[tuple[s
     return pairs
 
 
+def _upsert(db: Session, table: Table, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    """Insert rows, or overwrite the other columns of those whose ``keys`` exist: one statement
+    (SQLite and PostgreSQL share ``ON CONFLICT ... DO UPDATE``), built once per dialect."""
+    dialect = db.get_bind().dialect.name
+    statement = _UPSERTS.get((dialect, table.name))
+    if statement is None:
+        base = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        others = {c.name: base.excluded[c.name] for c in table.columns if c.name not in keys}
+        statement = _UPSERTS[(dialect, table.name)] = base.on_conflict_do_update(
+            index_elements=list(keys), set_=others
+        )
+    db.execute(statement, rows)
+
+
 def set_tags(db: Session, run: Run, pairs: Iterable[tuple[str, str]]) -> None:
+    latest: dict[str, str] = {}
     for key, value in pairs:
         if key == USER_TAG:
             continue  # who ran it is the authenticated caller, shown from ``Run.user_id``
-        db.merge(RunTag(run_id=run.id, key=key, value=value))
+        latest[key] = value  # a key given twice keeps its last value
         if key == RUN_NAME_TAG and value and run.name != value:
             run.name = value[:250]
+    if latest:
+        rows = [{"run_id": run.id, "key": k, "value": v} for k, v in latest.items()]
+        _upsert(db, RunTag.__table__, rows, ("run_id", "key"))  # type: ignore[arg-type]

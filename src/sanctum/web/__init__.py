@@ -13,8 +13,12 @@ from fastapi.staticfiles import StaticFiles
 
 from sanctum.api.errors import HTML_RENDERER
 from sanctum.web import (
+    pages_airlock,
     pages_auth,
     pages_datasets,
+    pages_dmp,
+    pages_ingest,
+    pages_ingest_tables,
     pages_jobs,
     pages_me,
     pages_projects,
@@ -28,9 +32,13 @@ ROUTERS = (
     pages_auth.router,
     pages_projects.router,
     pages_datasets.router,
+    pages_ingest.router,
+    pages_ingest_tables.router,
     pages_jobs.router,
+    pages_airlock.router,
     pages_tracking.router,
     pages_registry.router,
+    pages_dmp.router,
     pages_me.router,
 )
 

@@ -96,6 +96,7 @@ def _page(request: Request, name: str, ctx: ProjectContext, *, status: int = 200
         project=ctx.project,
         role=ctx.role,
         can_query=_allows(ctx, Permission.DATA_QUERY),
+        can_import=_allows(ctx, Permission.DATA_IMPORT),
         size=human_size,
         exact=_exact,
         **context,

@@ -22,7 +22,8 @@ from sanctum.api.deps import (
 from sanctum.api.routes.datasets import file_public
 from sanctum.datasets import catalog, paths, transfer
 from sanctum.datasets.catalog import Kind
-from sanctum.errors import InvalidInput, SanctumError
+from sanctum.dmp import enforce
+from sanctum.errors import Denied, InvalidInput, SanctumError
 from sanctum.schemas.datasets import FilePublic
 from sanctum.store import BlobInfo, BlobNotFound, IntegrityError
 
@@ -79,6 +80,7 @@ async def upload_file(
     path = paths.file_path(path)
     declared = _declared_length(request)
     ref = await anyio.to_thread.run_sync(catalog.resolve, db, ctx, dataset)
+    await anyio.to_thread.run_sync(_dmp_allows_raw_upload, runtime, db, ctx, ref, version, path)
     plan = await anyio.to_thread.run_sync(transfer.plan, db, runtime.keyring, ref, version)
     await anyio.to_thread.run_sync(db.commit)  # no transaction stays open while bytes flow
     settings = runtime.settings
@@ -107,6 +109,22 @@ async def upload_file(
     except ClientDisconnect:
         raise InvalidInput("the upload was interrupted; nothing was stored", code="interrupted") from None
     return await anyio.to_thread.run_sync(_attach, runtime, ctx, dataset, version, stored_path, info, table)
+
+
+def _dmp_allows_raw_upload(runtime, db, ctx, ref, version: int, path: str) -> None:  # noqa: ANN001
+    """A dataset the DMP marks personal or sensitive takes data only through de-identifying ingest."""
+    try:
+        enforce.refuse_raw_upload(db, ref.owner.id, ref.dataset)
+    except Denied as exc:
+        record_outside(
+            runtime,
+            ctx,
+            "dataset.import",
+            outcome="denied",
+            target=f"{ref.address}@{version}",
+            details={"path": path, "code": exc.code},
+        )
+        raise
 
 
 async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:

@@ -99,6 +99,7 @@ def submit_job(db: Session, ctx: ProjectContext, runtime: Runtime, body: JobSubm
             sub,
             max_bundle_bytes=settings.max_bundle_bytes,
             slurm_enabled=settings.slurm_partition is not None,
+            location=settings.location,
         )
     except SanctumError as exc:
         ctx.record(

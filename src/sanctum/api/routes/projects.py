@@ -34,6 +34,7 @@ def project_public(project: Project, role: Role) -> ProjectPublic:
         role=role.value,
         query_row_limit=project.query_row_limit,
         artifact_download=project.artifact_download,
+        export_approvals=project.export_approvals,
     )
 
 
@@ -56,10 +57,11 @@ async def get_project(ctx: ProjectReader) -> ProjectPublic:
 
 @router.patch("/{project}/settings")
 def update_settings(body: ProjectSettingsUpdate, ctx: DatasetsManager, db: DbSession) -> ProjectPublic:
-    """Owners set how many rows a query returns to Data Scientists and whether experiment
-    artifacts may be downloaded by everyone who reads them or only through the airlock."""
+    """Owners set how many rows a query returns to Data Scientists, whether experiment artifacts
+    may be downloaded by everyone who reads them or only through the airlock, and how many
+    independent approvals an export request needs."""
     changes: dict[str, dict[str, object]] = {}
-    for field in ("query_row_limit", "artifact_download"):
+    for field in ("query_row_limit", "artifact_download", "export_approvals"):
         new, old = getattr(body, field), getattr(ctx.project, field)
         if new is not None:
             setattr(ctx.project, field, new)

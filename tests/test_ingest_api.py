@@ -394,3 +394,51 @@ def test_tables_need_a_policy_and_cancel_removes_the_draft(client, world, runtim
 def all_events(runtime):
     with runtime.db.session(write=False) as db:
         return list(db.scalars(sa.select(AuditEvent).where(AuditEvent.action.startswith("ingest."))).all())
+
+
+def test_each_role_queries_its_own_view_of_a_table(client, world, runtime) -> None:
+    """A Scientist whose view generalises the admission date to its year gets years; the Owner dates."""
+    policy = {**POLICY, "views": {"data_scientist": {"admitted": {"action": "generalise", "date": "year"},
+                                                     "mrn": {"action": "drop"}}}}  # fmt: skip
+    h = world.h["owner"]
+    number = start(client, h, dataset="visits", kind="table", policy=policy)
+    batch(client, h, number, {"v.csv": CSV_TEXT.encode()})
+    assert client.post(f"{BASE}/{number}/finish", headers=h).json()["version"] == 1
+    sql = "select * from visits"
+    owner = client.post("/api/v1/projects/alpha/query", json={"sql": sql}, headers=h).json()
+    scientist = client.post(
+        "/api/v1/projects/alpha/query", json={"sql": sql}, headers=world.h["scientist"]
+    ).json()
+    assert "columns" in owner and "columns" in scientist, (owner, scientist)
+    assert "mrn" in owner["columns"] and "mrn" not in scientist["columns"]
+    at = scientist["columns"].index("admitted")
+    assert all(len(str(row[at])) == 4 for row in scientist["rows"])  # a year, not a date
+    at = owner["columns"].index("admitted")
+    assert all(len(str(row[at])) == 10 for row in owner["rows"])  # the (shifted) date itself
+    # A job the Scientist signs reads the same view from /data (the local executor's staging).
+    import gzip
+    import os
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    from sanctum.access.permissions import Role
+    from sanctum.jobs import staging
+    from sanctum.jobs.models import JobInput
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("job.py"), io.BytesIO(b""))
+    with runtime.db.session(write=False) as db:
+        dataset = db.scalar(sa.select(Dataset).where(Dataset.name == "visits"))
+        version = db.scalar(sa.select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id))
+        pinned = JobInput(address="visits", dataset_id=dataset.id, version_id=version.id, version_number=1,
+                          version_manifest_sha256=version.manifest_sha256 or "")  # fmt: skip
+        bundle = gzip.compress(raw.getvalue())
+        for role, has_mrn in ((Role.DATA_SCIENTIST, False), (Role.DATA_OWNER, True)):
+            staged = staging.stage(db, runtime.store, runtime.keyring, data_dir=runtime.settings.data_dir,
+                                   job_id=990 + has_mrn, bundle=bundle, inputs=[pinned],
+                                   max_bundle_bytes=1 << 20, sandbox_uid=os.getuid(), role=role)  # fmt: skip
+            table = pq.read_table(staged.inputs["visits"] / "visits.parquet")
+            staging.wipe(staged.root)
+            assert ("mrn" in table.column_names) is has_mrn

@@ -43,8 +43,25 @@ def referenced_tables(
             continue
         (entry,) = catalog.files(session, version)
         key = keyring.dataset_key(session, ref.dataset)
-        loaded[name] = tables.from_parquet_bytes(b"".join(store.open_range(entry.blob_id, key)))
+        table = tables.from_parquet_bytes(b"".join(store.open_range(entry.blob_id, key)))
+        loaded[name] = role_view(session, ref.dataset.id, table, ctx.role)
     return loaded
+
+
+def role_view(session: Session, dataset_id: int, table: pa.Table, role: Role) -> pa.Table:
+    """The table as ``role`` may see it under the dataset's column policy (its ``views``).
+
+    Why here and in job staging: these are the two ways a member reads a table's rows inside the
+    platform; a Scientist whose view generalises birth dates to years must get years from both.
+    """
+    from sanctum.deid.table_policy import load_policy  # deid and ingest build on datasets, not
+    from sanctum.deid.tabular import view_for_role  # the other way round: imported when needed
+    from sanctum.ingest.models import DatasetPolicy
+
+    stored = session.get(DatasetPolicy, dataset_id)
+    if stored is None:
+        return table
+    return view_for_role(table, load_policy(stored.policy), role.value)
 
 
 def run(

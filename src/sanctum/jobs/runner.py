@@ -168,6 +168,7 @@ class JobRunner:
                 inputs=inputs_of(session, job),
                 max_bundle_bytes=self.settings.max_bundle_bytes,
                 sandbox_uid=self.settings.sandbox_uid,
+                role=signer_context(session, job, project).role,
             )
         self._record_start(job_id, staged.bytes_staged)
         cancel = threading.Event()

@@ -11,9 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import pyarrow.parquet as pq
 from sqlalchemy.orm import Session
 
-from sanctum.datasets import catalog
+from sanctum.access.permissions import Role
+from sanctum.datasets import catalog, querying, tables
 from sanctum.datasets.keyring import Keyring
 from sanctum.db.models import Dataset, DatasetVersion
 from sanctum.jobs import bundle as bundles
@@ -51,6 +53,21 @@ def _chown_tree(path: Path, uid: int) -> None:
             os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
 
 
+def _stage_view(
+    session: Session, store: LocalBlobStore, key: bytes, dataset_id: int, blob_id: str, role: Role, path: Path
+) -> bool:
+    """Write the role's view of a policy-governed table; False when the table has no policy."""
+    from sanctum.ingest.models import DatasetPolicy
+
+    if session.get(DatasetPolicy, dataset_id) is None:
+        return False
+    table = tables.from_parquet_bytes(b"".join(store.open_range(blob_id, key)))
+    view = querying.role_view(session, dataset_id, table, role)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pq.write_table(view, path)
+    return True
+
+
 def stage(
     session: Session,
     store: LocalBlobStore,
@@ -62,8 +79,13 @@ def stage(
     inputs: list[JobInput],
     max_bundle_bytes: int,
     sandbox_uid: int,
+    role: Role | None = None,
 ) -> Staged:
-    """Decrypt the code and every input file; verifies each file's SHA-256 against its manifest."""
+    """Decrypt the code and every input file; verifies each file's SHA-256 against its manifest.
+
+    A table under a column policy with a view for the signer's ``role`` is staged as that view,
+    the same rows and columns the signer's SQL queries return (``querying.role_view``).
+    """
     root = job_dir(data_dir, job_id)
     wipe(root)
     root.mkdir(mode=0o700)
@@ -83,6 +105,11 @@ def stage(
             relative = PurePosixPath(entry.path)
             if dataset.kind == "table":
                 relative = PurePosixPath(f"{dataset.name}.parquet")
+            if dataset.kind == "table" and role is not None and _stage_view(
+                session, store, key, dataset.id, entry.blob_id, role, target / relative
+            ):
+                total += entry.size
+                continue
             if not decrypt_file(
                 store, entry.blob_id, key, target / relative, entry.size, exact=dataset.kind != "table"
             ):

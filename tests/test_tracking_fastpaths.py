@@ -17,6 +17,7 @@ from sanctum.accounts import tokens
 from sanctum.accounts.tokens import TokenKind
 from sanctum.config import TwoFactorPolicy
 from sanctum.db.models import AuditEvent
+from sanctum.db.session import Database
 from sanctum.projects import service as projects
 from sanctum.tracking import runlog
 
@@ -134,21 +135,29 @@ def test_a_write_failing_midway_rolls_back_the_whole_batch(runtime, client, worl
     assert _history(client, hs, run_id, "m") == {"metrics": []}
 
 
-def test_commit_durability_per_session(runtime) -> None:
+def test_commit_durability_per_session(settings) -> None:
     """Relaxed sessions skip the WAL flush (SQLite synchronous=NORMAL, PostgreSQL
     synchronous_commit=off) for their own transaction only; the next durable one flushes again."""
-    db = runtime.db
-    query, relaxed, durable = (
-        ("PRAGMA synchronous", 1, 2) if db.is_sqlite else ("SHOW synchronous_commit", "off", "on")
-    )
-    for want_durable in (True, False, True, False, True):
-        with db.session(durable=want_durable) as session:
-            got = session.execute(text(query)).scalar()
-        assert got == (durable if want_durable else relaxed)
-    with db.session(durable=False):
-        pass
-    with db.session(write=False) as session:  # nothing but a relaxed session runs relaxed
-        assert session.execute(text(query)).scalar() == durable
+    db = Database(settings.resolved_database_url, pool_size=1)  # one connection, reused throughout
+    try:
+        if db.is_sqlite:
+            query, relaxed, durable = "PRAGMA synchronous", 1, 2
+        else:
+            # The test catalog turns it off for the whole database (tests/conftest.py): turn it on
+            # for this connection, so that a relaxed transaction has something to differ from.
+            with db.session(write=False) as session:
+                session.execute(text("SET synchronous_commit = on"))
+            query, relaxed, durable = "SHOW synchronous_commit", "off", "on"
+        for want_durable in (True, False, True, False, True):
+            with db.session(durable=want_durable) as session:
+                got = session.execute(text(query)).scalar()
+            assert got == (durable if want_durable else relaxed)
+        with db.session(durable=False):
+            pass
+        with db.session(write=False) as session:  # nothing but a relaxed session runs relaxed
+            assert session.execute(text(query)).scalar() == durable
+    finally:
+        db.dispose()
 
 
 def test_only_unaudited_run_writes_commit_relaxed(app) -> None:

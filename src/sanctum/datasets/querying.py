@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from sqlalchemy.orm import Session
@@ -14,6 +15,9 @@ from sanctum.datasets.keyring import Keyring
 from sanctum.datasets.query import QueryResult, run_query
 from sanctum.projects.service import ProjectContext
 from sanctum.store import BlobStore
+
+if TYPE_CHECKING:
+    from sanctum.deid.table_policy import TablePolicy
 
 # Owners may download anyway; their cap only protects the server's memory.
 OWNER_ROW_LIMIT = 100_000
@@ -48,20 +52,25 @@ def referenced_tables(
     return loaded
 
 
+def table_policy(session: Session, dataset_id: int) -> TablePolicy | None:
+    """The column policy a table dataset was ingested under, if any."""
+    from sanctum.deid.table_policy import load_policy  # deid and ingest build on datasets, not
+    from sanctum.ingest.models import DatasetPolicy  # the other way round: imported when needed
+
+    stored = session.get(DatasetPolicy, dataset_id)
+    return load_policy(stored.policy) if stored is not None else None
+
+
 def role_view(session: Session, dataset_id: int, table: pa.Table, role: Role) -> pa.Table:
     """The table as ``role`` may see it under the dataset's column policy (its ``views``).
 
     Why here and in job staging: these are the two ways a member reads a table's rows inside the
     platform; a Scientist whose view generalises birth dates to years must get years from both.
     """
-    from sanctum.deid.table_policy import load_policy  # deid and ingest build on datasets, not
-    from sanctum.deid.tabular import view_for_role  # the other way round: imported when needed
-    from sanctum.ingest.models import DatasetPolicy
+    from sanctum.deid.tabular import view_for_role
 
-    stored = session.get(DatasetPolicy, dataset_id)
-    if stored is None:
-        return table
-    return view_for_role(table, load_policy(stored.policy), role.value)
+    policy = table_policy(session, dataset_id)
+    return table if policy is None else view_for_role(table, policy, role.value)
 
 
 def run(

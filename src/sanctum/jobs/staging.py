@@ -57,14 +57,14 @@ def _stage_view(
     session: Session, store: LocalBlobStore, key: bytes, dataset_id: int, blob_id: str, role: Role, path: Path
 ) -> bool:
     """Write the role's view of a policy-governed table; False when the table has no policy."""
-    from sanctum.ingest.models import DatasetPolicy
+    from sanctum.deid.tabular import view_for_role
 
-    if session.get(DatasetPolicy, dataset_id) is None:
+    policy = querying.table_policy(session, dataset_id)
+    if policy is None:
         return False
     table = tables.from_parquet_bytes(b"".join(store.open_range(blob_id, key)))
-    view = querying.role_view(session, dataset_id, table, role)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pq.write_table(view, path)
+    pq.write_table(view_for_role(table, policy, role.value), path)
     return True
 
 
@@ -105,8 +105,10 @@ def stage(
             relative = PurePosixPath(entry.path)
             if dataset.kind == "table":
                 relative = PurePosixPath(f"{dataset.name}.parquet")
-            if dataset.kind == "table" and role is not None and _stage_view(
-                session, store, key, dataset.id, entry.blob_id, role, target / relative
+            if (
+                dataset.kind == "table"
+                and role is not None
+                and _stage_view(session, store, key, dataset.id, entry.blob_id, role, target / relative)
             ):
                 total += entry.size
                 continue

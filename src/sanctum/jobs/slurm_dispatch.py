@@ -144,8 +144,9 @@ class SlurmDispatcher:
                 log.warning("could not ask Slurm about %s: %s", slurm_id, exc)
                 continue
             if cancel and not seen.finished:
-                slurm.cancel(self.slurm, slurm_id)
+                # Record the cancel first: scancel's SIGTERM makes the node report "failed" at once.
                 self._end(job_id, Outcome(JobState.CANCELLED, "cancelled while running on Slurm"))
+                slurm.cancel(self.slurm, slurm_id)
             elif granted is not None and seen.state == "PENDING":
                 # A node received the keys and the job is pending again: Slurm requeued it after the
                 # node failed. Keys are sealed once, so a rerun could not start: end it plainly.

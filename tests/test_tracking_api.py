@@ -263,3 +263,50 @@ def test_search_runs_by_get_takes_repeated_keys(client, world) -> None:
         f"{M}/runs/search", params={"experiment_ids": [exp_id], "order_by": ["start_time"]}, headers=hs
     )
     assert [run["info"]["run_id"] for run in r.json()["runs"]] == [run_id]
+
+
+def test_like_patterns_escape_the_same_way_on_every_database(client, world) -> None:
+    hs = h(world, "scientist")
+    exp_id, _ = make_run(client, hs, run_name="100%")
+    make_run(client, hs, run_name="100x")
+    make_run(client, hs, run_name="a\\b")
+
+    def names(pattern: str) -> tuple[int, Any]:
+        body = {"experiment_ids": [exp_id], "filter": f"attributes.run_name LIKE '{pattern}'"}
+        r = client.post(f"{M}/runs/search", json=body, headers=hs)
+        if r.status_code != 200:
+            return r.status_code, r.json()
+        return 200, sorted(run["info"]["run_name"] for run in r.json().get("runs", []))
+
+    assert names("100%") == (200, ["100%", "100x"])
+    assert names("100\\\\%") == (200, ["100%"])  # an escaped percent sign is literal
+    assert names("a\\\\\\\\b") == (200, ["a\\b"])  # an escaped backslash is literal
+    status, error = names("100\\\\")  # a pattern ending in a lone escape: refused, on both databases
+    assert status == 400 and error["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "escape" in error["message"]
+
+
+def test_database_refusals_and_crashes_answer_in_mlflows_shape(
+    app, client, world, db_kind, monkeypatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from sanctum.tracking import service as svc
+
+    hs = h(world, "scientist")
+    r = client.post(f"{M}/experiments/create", json={"name": "nul\x00name"}, headers=hs)
+    if db_kind == "postgresql":  # PostgreSQL refuses a NUL byte in text; SQLite stores it
+        assert r.status_code == 400
+        assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert "INSERT" not in r.text and "psycopg" not in r.text  # the driver's text is not echoed
+    else:
+        assert r.status_code == 200, r.text
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(svc, "search_experiments", broken)
+    with TestClient(app, raise_server_exceptions=False) as quiet:
+        r = quiet.post(f"{M}/experiments/search", json={}, headers=hs)
+    assert r.status_code == 500
+    assert r.json()["error_code"] == "INTERNAL_ERROR" and "secret" not in r.text

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -459,11 +460,19 @@ def install(app: FastAPI) -> None:
                     return mlflow_error(404, "ENDPOINT_NOT_FOUND", f"no MLflow endpoint {request.url.path}")
                 message = exc.detail if isinstance(exc.detail, str) else "bad request"
                 return mlflow_error(status, PLATFORM_CODES.get(status, "BAD_REQUEST"), message)
-            return mlflow_error(400, "INVALID_PARAMETER_VALUE", str(exc)[:500])
+            if isinstance(exc, DataError):  # the driver's text (SQL, values) is never echoed
+                await fallback(request, exc)  # logs it as the platform does
+                return mlflow_error(
+                    400, "INVALID_PARAMETER_VALUE", "a value in the request cannot be stored or compared"
+                )
+            await fallback(request, exc)  # logs the traceback as the platform does
+            return mlflow_error(
+                500, "INTERNAL_ERROR", "internal error; the administrator can find it in the log"
+            )
 
         return handler
 
     app.add_exception_handler(MlflowError, tracking_error)
-    for exc_class in (SanctumError, StarletteHTTPException):
+    for exc_class in (SanctumError, StarletteHTTPException, DataError, Exception):
         if exc_class in platform:
             app.add_exception_handler(exc_class, wrap(exc_class))

@@ -158,8 +158,16 @@ def parse_filter(text: str | None) -> list[Clause]:
                 value = [_string(item) for item in items]
             else:
                 value = _string(raw)
+                if op in {"LIKE", "ILIKE"} and _ends_in_escape(value):
+                    raise _bad(f"{op} pattern ends in a lone escape (\\); write \\\\ for a backslash")
         clauses.append(Clause(entity, key, op, value))
     return clauses
+
+
+def _ends_in_escape(pattern: str) -> bool:
+    """Both databases take ``\\`` as the LIKE escape (set explicitly below); a pattern ending in an
+    unpaired one is an error on PostgreSQL and undefined on SQLite, so it is refused up front."""
+    return (len(pattern) - len(pattern.rstrip("\\"))) % 2 == 1
 
 
 def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
@@ -176,9 +184,9 @@ def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
     if op == ">=":
         return column >= value
     if op == "LIKE":
-        return column.like(value)
+        return column.like(value, escape="\\")
     if op == "ILIKE":
-        return column.ilike(value)
+        return column.ilike(value, escape="\\")
     if op == "IN":
         return column.in_(value)
     return column.not_in(value)

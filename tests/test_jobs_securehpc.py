@@ -19,11 +19,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from nacl.public import PrivateKey
 
 from conftest import missing
 from jobs_helpers import make_job_world, write_code
+from sanctum.db.models import Project
 from sanctum.jobs import nodes
+from sanctum.jobs.models import Job
 from sanctum.jobs.node_agent import keygen
 from sanctum.jobs.node_protocol import auth_header
 from sanctum.jobs.slurm_dispatch import SlurmDispatcher
@@ -108,6 +111,47 @@ def test_a_signed_job_runs_on_slurm_end_to_end(hw, runtime, slurm_cluster):
     }
     assert "done with 3 rows" in hw.sdk["checker"].job_logs("alpha", job.id).stdout
     assert hw.sdk["auditor"].lineage("alpha", "job-outputs", 1).executor == "slurm"
+
+
+VIEW_JOB = """
+import json
+import pyarrow.parquet as pq
+table = pq.read_table("/data/visits/visits.parquet")
+json.dump({"columns": table.column_names, "admitted": [str(v) for v in table.column("admitted").to_pylist()]},
+          open("/output/seen.json", "w"))
+"""
+
+
+def test_a_slurm_job_stages_the_signers_view_of_a_table(hw, client, world, runtime, slurm_cluster, tmp_path):
+    """A Scientist's job on a node reads the Scientist's view (MRN dropped, dates as years), not the
+    stored table: the same rows and columns as the local executor and SQL give them."""
+    from ingest_helpers import CSV_TEXT, POLICY, tar_body
+
+    policy = {**POLICY, "views": {"data_scientist": {"admitted": {"action": "generalise", "date": "year"},
+                                                     "mrn": {"action": "drop"}}}}  # fmt: skip
+    h, base = world.h["owner"], "/api/v1/projects/alpha/ingests"
+    number = client.post(base, json={"dataset": "visits", "kind": "table", "policy": policy}, headers=h)
+    number = number.json()["id"]
+    sent = client.post(f"{base}/{number}/batches", content=tar_body({"v.csv": CSV_TEXT.encode()}), headers=h)
+    assert sent.status_code == 200, sent.text
+    assert client.post(f"{base}/{number}/finish", headers=h).json()["version"] == 1
+    code = write_code(tmp_path / "view-code", VIEW_JOB)
+    job = hw.sdk["scientist"].submit_job(
+        "alpha", code, key=hw.keys["scientist"], entrypoint="python job.py", inputs=["visits"],
+        executor="slurm",
+    )  # fmt: skip
+    ended = _drive(SlurmDispatcher(runtime), hw.sdk["scientist"], job.id)
+    assert ended.state == "succeeded", (ended.reason, hw.sdk["scientist"].job_logs("alpha", job.id).stderr)
+    out = tmp_path / "seen.json"
+    hw.sdk["owner"].download_file("alpha", ended.output.dataset, ended.output.version, "seen.json", out)
+    seen = json.loads(out.read_text())
+    assert "mrn" not in seen["columns"] and "admitted" in seen["columns"]
+    assert seen["admitted"] and all(len(v) == 4 for v in seen["admitted"]), seen  # years, not dates
+    # The plan a node receives names the view; an Owner's job would get the stored table.
+    with runtime.db.session(write=False) as db:
+        row = db.scalar(sa.select(Job).join(Project).where(Project.name == "alpha", Job.number == job.id))
+        view = nodes.plan(db, row)["inputs"][0]["view"]
+    assert view["role"] == "data_scientist" and "mrn" in view["policy"]["views"]["data_scientist"]
 
 
 def test_code_altered_after_signing_is_refused_by_the_prolog(hw, hpc, runtime, slurm_cluster):

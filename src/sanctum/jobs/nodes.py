@@ -22,14 +22,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sanctum import names
-from sanctum.datasets import catalog
+from sanctum.datasets import catalog, querying
 from sanctum.datasets.keyring import Keyring
 from sanctum.db.models import Dataset, DatasetVersion, Project
 from sanctum.db.types import utcnow
 from sanctum.dmp.enforce import check_node as check_node_location
 from sanctum.errors import Conflict, Denied, InvalidInput, NotFound
+from sanctum.jobs import table_views
 from sanctum.jobs.models import Job, JobInput, Node, NodeKeyGrant, SigningKey
 from sanctum.jobs.node_protocol import AUTH_SCHEME, MAX_SKEW_S, request_message
+from sanctum.jobs.runner import signer_context
 from sanctum.jobs.service import job_key
 from sanctum.jobs.states import JobState
 from sanctum.security import signing
@@ -133,24 +135,31 @@ def placed_job(session: Session, node: Node, job_id: int, slurm_state: tuple[str
 def plan(session: Session, job: Job) -> dict[str, object]:
     """What a node needs to verify and stage the job; holds no key and no data."""
     key = session.get(SigningKey, job.signing_key_id) if job.signing_key_id else None
+    project = session.get(Project, job.project_id)
+    if project is None:
+        raise NotFound("the job's project is gone")
+    role = signer_context(session, job, project).role.value
     inputs = []
     for pinned in session.scalars(select(JobInput).where(JobInput.job_id == job.id)).all():
         version = session.get(DatasetVersion, pinned.version_id)
         dataset = session.get(Dataset, pinned.dataset_id)
         if version is None or dataset is None:
             raise NotFound(f"input {pinned.address} no longer exists")
-        inputs.append(
-            {
-                "mount": pinned.address.replace(".", "__"),
-                "version_id": version.id,
-                "kind": dataset.kind,
-                "name": dataset.name,
-                "files": [
-                    {"path": f.path, "blob_id": f.blob_id, "sha256": f.sha256, "size": f.size}
-                    for f in catalog.files(session, version)
-                ],
-            }
-        )
+        item: dict[str, object] = {
+            "mount": pinned.address.replace(".", "__"),
+            "version_id": version.id,
+            "kind": dataset.kind,
+            "name": dataset.name,
+            "files": [
+                {"path": f.path, "blob_id": f.blob_id, "sha256": f.sha256, "size": f.size}
+                for f in catalog.files(session, version)
+            ],
+        }
+        policy = querying.table_policy(session, dataset.id) if dataset.kind == "table" else None
+        if policy is not None and table_views.has_view(policy, role):
+            # The node stages what the signer's role may see, as the local executor does.
+            item["view"] = {"role": role, "policy": policy.model_dump(mode="json")}
+        inputs.append(item)
     return {
         "job": job.id,
         "number": job.number,

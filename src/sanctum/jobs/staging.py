@@ -11,14 +11,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import pyarrow.parquet as pq
 from sqlalchemy.orm import Session
 
 from sanctum.access.permissions import Role
-from sanctum.datasets import catalog, querying, tables
+from sanctum.datasets import catalog, querying
 from sanctum.datasets.keyring import Keyring
 from sanctum.db.models import Dataset, DatasetVersion
 from sanctum.jobs import bundle as bundles
+from sanctum.jobs import table_views
 from sanctum.jobs.models import JobInput
 from sanctum.jobs.staging_files import decrypt_file, job_folders, wipe
 from sanctum.store import LocalBlobStore
@@ -57,14 +57,10 @@ def _stage_view(
     session: Session, store: LocalBlobStore, key: bytes, dataset_id: int, blob_id: str, role: Role, path: Path
 ) -> bool:
     """Write the role's view of a policy-governed table; False when the table has no policy."""
-    from sanctum.deid.tabular import view_for_role
-
     policy = querying.table_policy(session, dataset_id)
     if policy is None:
         return False
-    table = tables.from_parquet_bytes(b"".join(store.open_range(blob_id, key)))
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pq.write_table(view_for_role(table, policy, role.value), path)
+    table_views.write_view(store, blob_id, key, path, policy, role.value)
     return True
 
 

@@ -111,7 +111,11 @@ def test_the_report_shows_the_evidence_and_holds_back_open_verdicts(client, evid
     )
     erased = [d for d in report["datasets"] if d["shredded_at"]]
     assert len(erased) == 1 and erased[0]["dmp"] is None and erased[0]["name"].startswith("shredded-")
-    assert report["anonymity"]["available"] is False
+    assert report["anonymity"] == {
+        **report["anonymity"],
+        "available": False,
+        "tables": [],
+    }  # no table datasets
     members = {m["email"]: m["role"] for m in report["access"]["members"]}
     assert members["checker@example.org"] == "auditor"
     assert [e["action"] for e in report["access"]["history"]].count("member.add") == 3
@@ -138,6 +142,32 @@ def test_the_report_shows_the_evidence_and_holds_back_open_verdicts(client, evid
     assert released["dmp_version"] == 1 and released["requested_by"] == "scientist@example.org"
     assert report["audit_chain"]["ok"] and report["audit_chain"]["events"] > 20
     assert report["jobs"] == []
+
+
+def test_the_anonymity_section_shows_each_tables_stored_report(app, client, world) -> None:
+    """The latest version of every table: its report stored at commit, or none without QIs."""
+    h = world.h["owner"]
+    declared = {**POLICY, "quasi_identifiers": ["hba1c"], "sensitive": ["admitted"]}
+    for name, policy in (("visits", declared), ("plain", POLICY)):
+        r = client.post(
+            f"{API}/ingests", json={"dataset": name, "kind": "table", "policy": policy}, headers=h
+        )
+        number = r.json()["id"]
+        body = tar_body({"v.csv": CSV_TEXT.encode()})
+        client.post(f"{API}/ingests/{number}/batches", content=body, headers=h)
+        assert client.post(f"{API}/ingests/{number}/finish", headers=h).status_code == 200
+    section = client.get(f"{API}/reports/gdpr", headers=h).json()["anonymity"]
+    assert section["available"] is True and "stored with every table version" in section["note"]
+    plain, visits = section["tables"]
+    assert plain == {"dataset": "plain", "version": 1, "report": None}
+    assert (visits["dataset"], visits["quasi_identifiers"], visits["k_threshold"]) == ("visits", ["hba1c"], 5)
+    assert visits["report"]["k"] == 1 and visits["report"]["sensitive"][0]["distinct_l"] == 1
+    browser = Browser(app)
+    browser.login(world.owner)
+    page = browser.get("/projects/alpha/report").text
+    assert "Anonymity of the tables" in page and "no quasi-identifiers declared" in page
+    for value in ("6.1", "7.4"):  # the QI's values appear nowhere
+        assert value not in json.dumps(section)
 
 
 def test_who_may_read_the_report(client, world) -> None:

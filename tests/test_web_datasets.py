@@ -90,6 +90,7 @@ EXPECTED = {
     ("POST", "/projects/{project}/datasets/{dataset}/shred"): Permission.DATASETS_SHRED,
     # the ingest pages' views of a dataset (pages_ingest_tables; tested in test_web_ingest)
     ("GET", "/projects/{project}/datasets/{dataset}/anonymity"): Permission.DATA_IMPORT,
+    ("GET", "/projects/{project}/datasets/{dataset}/versions/{version}/anonymity"): Permission.DATASETS_READ,
     ("GET", "/projects/{project}/datasets/{dataset}/metadata"): Permission.DATA_QUERY,
     ("GET", "/projects/{project}/shares"): Permission.DATASETS_READ,
     ("POST", "/projects/{project}/shares/{share_id}/accept"): Permission.DATASETS_SHARE,

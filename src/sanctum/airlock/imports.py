@@ -264,7 +264,7 @@ def approve(
     try:
         version = catalog.new_version(session, ctx, ref)
         transfer.attach(session, ctx, ref, version.number, path, info, table=table)
-        catalog.commit(session, ctx, ref, version.number)
+        catalog.commit(session, ctx, ref, version.number, keyring=keyring, store=store)
     except BaseException:
         store.delete(info.blob_id)
         raise

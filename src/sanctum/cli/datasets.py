@@ -230,6 +230,48 @@ def dataset_versions(
     _show(versions if as_json else rows, as_json, columns=VERSION_COLUMNS, empty="no versions")
 
 
+@dataset_app.command("anonymity")
+def dataset_anonymity(
+    project: ProjectArg,
+    dataset_version: Annotated[
+        str, typer.Argument(metavar="DATASET[@VERSION]", help="a table dataset (default: its latest version)")
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """The anonymity report stored with a table version: k, records in small classes, l-diversity,
+    re-identification risk. Counts only, never values; every member who sees the dataset."""
+    name, at, number = dataset_version.partition("@")
+    if at and not number.isdigit():
+        _fail("name the version as DATASET@VERSION, e.g. visits@3", as_json=as_json, code="usage")
+    with _server(as_json) as client:
+        version = int(number) if number else _latest(client, project, name, as_json)
+        found = client.anonymity_report(project, name, version)
+    if as_json:
+        _show(found, as_json)
+        return
+    r = found.report
+    lines = [
+        f"{found.dataset} version {found.version}: anonymity report of "
+        f"{found.computed_at:%Y-%m-%d %H:%M} UTC (its commit)",
+        f"quasi-identifiers: {', '.join(found.quasi_identifiers)}"
+        + (" (DICOM metadata table: records are patients)" if found.source == "dicom_metadata" else ""),
+        f"rows: {r.rows}, equivalence classes: {r.equivalence_classes}",
+        f"k: {r.k if r.k is not None else '-'}",
+        f"records in classes smaller than {r.k_threshold}: {r.records_in_small_classes} "
+        f"({r.small_class_share:.1%})",
+        *(
+            f"l-diversity of {s.column}: distinct {s.distinct_l if s.distinct_l is not None else '-'}, "
+            f"entropy {f'{s.entropy_l:.2f}' if s.entropy_l is not None else '-'}"
+            for s in r.sensitive
+        ),
+        f"prosecutor risk: max {r.prosecutor_risk_max:.3f}, average {r.prosecutor_risk_average:.3f}",
+        f"journalist risk ({r.journalist_basis}): max {r.journalist_risk_max:.3f}, "
+        f"average {r.journalist_risk_average:.3f}",
+        *r.notes,
+    ]
+    _say(escape("\n".join(lines)))
+
+
 # --------------------------------------------------------------------------- upload
 
 

@@ -21,6 +21,7 @@ from sanctum.db.models import Dataset, DatasetVersion, Project, Share, VersionFi
 from sanctum.db.types import utcnow
 from sanctum.errors import Conflict, Denied, InvalidInput, NotFound
 from sanctum.projects.service import ProjectContext
+from sanctum.store import BlobStore
 
 
 class Kind(StrEnum):
@@ -248,14 +249,32 @@ def manifest_digest(entries: list[VersionFile]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def commit(session: Session, ctx: ProjectContext, ref: DatasetRef, number: int) -> DatasetVersion:
-    """Make a draft visible. From here on its manifest never changes."""
+def commit(
+    session: Session,
+    ctx: ProjectContext,
+    ref: DatasetRef,
+    number: int,
+    *,
+    keyring: Keyring | None = None,
+    store: BlobStore | None = None,
+) -> DatasetVersion:
+    """Make a draft visible. From here on its manifest never changes.
+
+    A table version gets its anonymity report here, in this transaction (``anonymity.on_commit``),
+    read from the stored blob: so every way a table version is made carries one, and a version whose
+    report is due but fails is not committed. Committing a table therefore needs ``keyring`` and
+    ``store``; files datasets do not.
+    """
     found = draft(session, ref, number)
     entries = files(session, found)
     if not entries:
         raise InvalidInput(
             "a version needs at least one file before it can be committed", code="empty_version"
         )
+    if ref.dataset.kind == Kind.TABLE:
+        from sanctum.datasets import anonymity  # pyarrow/DuckDB load with the first table
+
+        anonymity.on_commit(session, ctx, ref, found, entries, keyring, store)
     found.state = VersionState.COMMITTED
     found.committed_at = utcnow()
     found.file_count = len(entries)

@@ -237,6 +237,7 @@ class Share(Base):
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 from sanctum.airlock import models as _airlock_models  # noqa: E402,F401
+from sanctum.datasets import anonymity as _anonymity_models  # noqa: E402,F401
 from sanctum.dicom import models as _dicom_models  # noqa: E402,F401
 from sanctum.dmp import models as _dmp_models  # noqa: E402,F401
 from sanctum.ingest import models as _ingest_models  # noqa: E402,F401

@@ -222,6 +222,9 @@ class TablePolicy(BaseModel):
     views: dict[str, dict[str, ViewAction]] = Field(default_factory=dict)
     quasi_identifiers: list[str] = Field(default_factory=list)
     sensitive: list[str] = Field(default_factory=list)
+    # The anonymity report's "small class" threshold for this table (sanctum.datasets.anonymity
+    # uses 5 when unset): some publication rules ask for 10 or 11.
+    k_threshold: Annotated[int, Field(ge=1, le=1000)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> TablePolicy:
@@ -287,6 +290,8 @@ class TablePolicy(BaseModel):
         both = sorted(set(self.quasi_identifiers) & set(self.sensitive))
         if both:
             raise ValueError(f"column {both[0]!r} is listed both as a quasi-identifier and as sensitive")
+        if self.k_threshold is not None and not self.quasi_identifiers:
+            raise ValueError("k_threshold is the anonymity report's threshold: it needs quasi_identifiers")
 
     def stored_columns(self) -> list[str]:
         """The columns of the ingested table, in policy order (every column not dropped)."""

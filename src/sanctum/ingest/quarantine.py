@@ -308,7 +308,14 @@ def release(runtime: Runtime, ctx: ProjectContext, number: int, source_id: int) 
                     info,
                     table=(schema, rows),
                 )
-                catalog.commit(session, ctx, meta_ref, meta_version.number)
+                catalog.commit(
+                    session,
+                    ctx,
+                    meta_ref,
+                    meta_version.number,
+                    keyring=runtime.keyring,
+                    store=runtime.store,
+                )
             review.version_number, review.stored_path = version.number, held.stored_path
             ingest = service.load(session, ctx, number)
             ctx.record(

@@ -291,7 +291,7 @@ def finish(runtime: Runtime, ctx: ProjectContext, number: int) -> IngestSession:
         blob = (info, tables.schema_json(table), table.num_rows)
     try:
         with db.session() as session:
-            return _commit(session, ctx, number, meta_ref, blob, len(rows))
+            return _commit(session, runtime, ctx, number, meta_ref, blob, len(rows))
     except BaseException:
         if blob is not None:
             store.delete(blob[0].blob_id)
@@ -300,6 +300,7 @@ def finish(runtime: Runtime, ctx: ProjectContext, number: int) -> IngestSession:
 
 def _commit(
     session: Session,
+    runtime: Runtime,
     ctx: ProjectContext,
     number: int,
     meta_ref: DatasetRef | None,
@@ -321,7 +322,7 @@ def _commit(
         raise Conflict("files are still arriving in this ingest; finish it again", code="ingest_busy")
     draft = session.get(DatasetVersion, ingest.version_id) if ingest.version_id else None
     if draft is not None and draft.file_count > 0:
-        catalog.commit(session, ctx, ref, ingest.version_number)
+        catalog.commit(session, ctx, ref, ingest.version_number, keyring=runtime.keyring, store=runtime.store)
     elif draft is not None:  # nothing was stored: no empty version stays behind
         catalog.discard_draft(session, ctx, ref, ingest.version_number)
         ingest.version_id = None
@@ -332,7 +333,7 @@ def _commit(
         transfer.attach(
             session, ctx, meta_ref, version.number, transfer.TABLE_FILE, info, table=(schema, rows)
         )
-        catalog.commit(session, ctx, meta_ref, version.number)
+        catalog.commit(session, ctx, meta_ref, version.number, keyring=runtime.keyring, store=runtime.store)
         ingest.metadata_dataset_id, ingest.metadata_version = meta_ref.dataset.id, version.number
         ingest.metadata_rows = rows
     ingest.state, ingest.finished_at = FINISHED, utcnow()

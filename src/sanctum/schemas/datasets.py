@@ -87,3 +87,51 @@ class ProjectSettingsUpdate(Model):
     export_approvals: int | None = Field(
         default=None, ge=1, le=2, description="independent approvals an export request needs (1 or 2)"
     )
+
+
+class ClassSizeBucketPublic(PublicModel):
+    label: str = Field(description="class sizes in this bucket: 1, 2, 3-4, 5-9, 10-19, 20+")
+    classes: int
+    records: int
+
+
+class SensitiveDiversityPublic(PublicModel):
+    column: str
+    distinct_l: int | None = Field(description="fewest distinct sensitive values in any class")
+    entropy_l: float | None = Field(description="exp of the smallest Shannon entropy of any class")
+
+
+class AnonymityFigures(PublicModel):
+    """``sanctum.deid.metrics.AnonymityReport``: counts and ratios, never a value of the table."""
+
+    rows: int
+    quasi_identifiers: list[str]
+    k_threshold: int
+    k: int | None = Field(description="size of the smallest equivalence class (none: empty table)")
+    equivalence_classes: int
+    records_in_small_classes: int
+    small_class_share: float
+    class_size_histogram: list[ClassSizeBucketPublic]
+    sensitive: list[SensitiveDiversityPublic]
+    prosecutor_risk_max: float
+    prosecutor_risk_average: float
+    journalist_risk_max: float
+    journalist_risk_average: float
+    journalist_basis: str = Field(description="population | sample (then equal to prosecutor risk)")
+    population_rows: int | None = None
+    population_unmatched_classes: int | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class VersionAnonymityPublic(PublicModel):
+    """The anonymity report stored with a table version when it was committed."""
+
+    dataset: str
+    version: int
+    source: str = Field(description="policy (the column policy's QIs) | dicom_metadata (the fixed set)")
+    unit: str = Field(description="what one report row counts: record, or patient (DICOM metadata)")
+    k_threshold: int
+    quasi_identifiers: list[str]
+    sensitive: list[str]
+    computed_at: datetime
+    report: AnonymityFigures

@@ -41,6 +41,7 @@ from sanctum.schemas.datasets import (
     QueryResponse,
     ShareCreate,
     SharePublic,
+    VersionAnonymityPublic,
     VersionPublic,
 )
 from sanctum.schemas.projects import ProjectPublic
@@ -183,6 +184,12 @@ class DatasetsMixin:
     def list_files(self, project: str, dataset: str, version: int) -> list[FilePublic]:
         """A version's manifest: path, size and SHA-256 of each file."""
         return self._call("GET", f"{_version_url(project, dataset, version)}/files", list[FilePublic])
+
+    def anonymity_report(self, project: str, dataset: str, version: int) -> VersionAnonymityPublic:
+        """The anonymity report stored with a table version at its commit (counts only; any member
+        who sees the dataset). 404 ``no_anonymity_report`` when its dataset declares no QIs."""
+        url = f"{_version_url(project, dataset, version)}/anonymity"
+        return self._call("GET", url, VersionAnonymityPublic)
 
     # ------------------------------------------------------------------ bytes in
 

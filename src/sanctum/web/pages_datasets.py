@@ -31,6 +31,7 @@ from sanctum.db.models import Dataset, Project, Share
 from sanctum.errors import SanctumError
 from sanctum.projects.service import ProjectContext
 from sanctum.schemas.datasets import QueryRequest, QueryResponse
+from sanctum.web.pages_ingest_tables import anonymity_summary
 from sanctum.web.render import render
 from sanctum.web.session import ProjectPage, end_failed, redirect
 
@@ -240,6 +241,7 @@ def _dataset(
         selected=selected,
         files=entries,
         sql_name=_sql_name(ref) if ref.dataset.kind == Kind.TABLE else None,
+        anonymity=anonymity_summary(db, ref, selected),
         shared_with=shared_with,
         can_download=can_download,
         download_hint=None if can_download else DENIAL_HINTS[Permission.DATA_DOWNLOAD],

@@ -1,10 +1,13 @@
-"""Two views of ingested tables: the anonymity report of a table version (owners) and the DICOM
-metadata table of a files dataset, paged (whoever may query).
+"""Views of ingested tables: the anonymity report of a table version (stored: every member who
+sees the dataset; on demand: owners) and the DICOM metadata table of a files dataset, paged
+(whoever may query).
 
-The anonymity report (``sanctum.deid.metrics``) holds counts and ratios, never values. The owner
-chooses the quasi-identifiers and sensitive columns in a GET form; without a choice the dataset's
-column policy decides when it declares them. Computing it reads the whole table, so it is audited
-as a read (``dataset.anonymity_report``) with the columns used.
+The anonymity report (``sanctum.deid.metrics``) holds counts and ratios, never values. Each table
+version carries the one computed when it was committed (``sanctum.datasets.anonymity``); reading it
+decrypts nothing, so it is not audited as a data read. On the owner's page, without a choice of
+columns (or with the stored report's own), the stored report is shown; other columns are computed
+from the table on demand, which reads the whole table and so is audited as a read
+(``dataset.anonymity_report``) with the columns used.
 
 The metadata table is read through the query route (the SQL sandbox, the role's row cap and its
 audit), one page at a time, so the page shows exactly what a query would.
@@ -12,16 +15,19 @@ audit), one page at a time, so the page shows exactly what a query would.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from sanctum.access.permissions import Permission
+from sanctum.access.policy import role_allows
 from sanctum.api.deps import DbSession, RuntimeDep, record_outside, writes_in_own_sessions
 from sanctum.api.routes import query as query_api
-from sanctum.datasets import catalog, tables
-from sanctum.datasets.catalog import Kind
+from sanctum.datasets import anonymity, catalog, tables
+from sanctum.datasets.catalog import DatasetRef, Kind
+from sanctum.db.models import DatasetVersion
 from sanctum.deid.table_policy import load_policy
 from sanctum.errors import InvalidInput, NotFound, SanctumError
 from sanctum.ingest import metadata, service
@@ -32,6 +38,7 @@ from sanctum.web.session import ProjectPage
 
 router = APIRouter(include_in_schema=False)
 
+Reader = Annotated[ProjectContext, Depends(ProjectPage(Permission.DATASETS_READ))]
 Importer = Annotated[ProjectContext, Depends(ProjectPage(Permission.DATA_IMPORT))]
 Querier = Annotated[ProjectContext, Depends(ProjectPage(Permission.DATA_QUERY))]
 Columns = Annotated[list[str], Query(max_length=200)]
@@ -46,8 +53,44 @@ def _page(request: Request, name: str, ctx: ProjectContext, *, status: int = 200
         section="projects",
         project=ctx.project,
         role=ctx.role,
-        can_query=True,
+        can_query=role_allows(ctx.role, Permission.DATA_QUERY, ctx.principal.scopes),
+        can_import=role_allows(ctx.role, Permission.DATA_IMPORT, ctx.principal.scopes),
         **context,
+    )
+
+
+@dataclass(frozen=True)
+class StoredAnonymity:
+    """What the dataset page says about a version's stored report (``anonymity_summary``)."""
+
+    report: anonymity.VersionAnonymity | None
+    declared: bool  # the dataset's column policy declares quasi-identifiers
+
+
+def anonymity_summary(db: Any, ref: DatasetRef, version: DatasetVersion | None) -> StoredAnonymity | None:
+    """For the dataset page: the selected table version's stored report, or why there is none."""
+    if version is None or ref.dataset.kind != Kind.TABLE:
+        return None
+    return StoredAnonymity(anonymity.load(db, version), bool(_declared(db, ref.dataset.id)[0]))
+
+
+@router.get("/projects/{project}/datasets/{dataset}/versions/{version}/anonymity")
+def stored_anonymity_page(
+    request: Request, db: DbSession, ctx: Reader, dataset: str, version: int
+) -> Response:
+    """The full report stored with a table version: shown to every member who sees the dataset."""
+    ref = catalog.resolve(db, ctx, dataset)
+    if ref.dataset.kind != Kind.TABLE:
+        raise NotFound("the anonymity report is for table datasets")
+    selected = catalog.version(db, ref, version)
+    return _page(
+        request,
+        "anonymity_version.html",
+        ctx,
+        ref=ref,
+        selected=selected,
+        stored=anonymity.load(db, selected),
+        declared=_declared(db, ref.dataset.id),
     )
 
 
@@ -76,9 +119,15 @@ def anonymity_page(
     selected = catalog.version(db, ref, version) if version is not None else versions[-1]
     columns = [str(c["name"]) for c in selected.table_schema or []]
     declared = _declared(db, ref.dataset.id)
+    stored = anonymity.load(db, selected)
+    if stored is not None and not _same_choice(stored, qi, sensitive, k):
+        stored = None
     chosen_qi, chosen_sensitive = (qi, sensitive) if qi else declared
     result, error, status = None, None, 200
-    if chosen_qi:
+    if stored is not None:  # the report committed with the version: nothing to decrypt
+        result, k = stored.report, stored.k_threshold
+        chosen_qi, chosen_sensitive = list(stored.quasi_identifiers), list(stored.sensitive)
+    elif chosen_qi:
         (entry,) = catalog.files(db, selected)
         key = runtime.keyring.dataset_key(db, ref.dataset)
         table = tables.from_parquet_bytes(b"".join(runtime.store.open_range(entry.blob_id, key)))
@@ -108,7 +157,19 @@ def anonymity_page(
         declared=declared,
         k=k,
         r=result,
+        stored=stored,
         error=error,
+    )
+
+
+def _same_choice(stored: anonymity.VersionAnonymity, qi: list[str], sensitive: list[str], k: int) -> bool:
+    """No choice made, or exactly the stored report's: then the stored report is the answer."""
+    if not qi:
+        return True
+    return stored.source == "policy" and (qi, sensitive, k) == (
+        stored.quasi_identifiers,
+        stored.sensitive,
+        stored.k_threshold,
     )
 
 

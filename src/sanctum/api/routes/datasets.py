@@ -15,10 +15,18 @@ from sanctum.api.deps import (
     Shredder,
     record_outside,
 )
-from sanctum.datasets import catalog, shred
+from sanctum.datasets import anonymity, catalog, shred
 from sanctum.datasets.catalog import DatasetRef
 from sanctum.db.models import DatasetVersion, VersionFile
-from sanctum.schemas.datasets import DatasetCreate, DatasetPublic, FilePublic, VersionPublic
+from sanctum.errors import NotFound
+from sanctum.schemas.datasets import (
+    AnonymityFigures,
+    DatasetCreate,
+    DatasetPublic,
+    FilePublic,
+    VersionAnonymityPublic,
+    VersionPublic,
+)
 
 router = APIRouter(prefix="/api/v1/projects/{project}/datasets", tags=["datasets"])
 
@@ -119,12 +127,47 @@ def discard_draft(dataset: str, version: int, ctx: DataImporter, db: DbSession, 
 
 
 @router.post("/{dataset}/versions/{version}/commit")
-def commit_version(dataset: str, version: int, ctx: DataImporter, db: DbSession) -> VersionPublic:
-    """Make the draft visible; from now on it never changes."""
+def commit_version(
+    dataset: str, version: int, ctx: DataImporter, db: DbSession, runtime: RuntimeDep
+) -> VersionPublic:
+    """Make the draft visible; from now on it never changes. A table version's anonymity report is
+    computed and stored with it (a report that is due but fails refuses the commit)."""
     ref = catalog.resolve(db, ctx, dataset)
-    committed = catalog.commit(db, ctx, ref, version)
+    committed = catalog.commit(db, ctx, ref, version, keyring=runtime.keyring, store=runtime.store)
     db.commit()
     return version_public(committed)
+
+
+@router.get("/{dataset}/versions/{version}/anonymity")
+def get_anonymity(dataset: str, version: int, ctx: DatasetsReader, db: DbSession) -> VersionAnonymityPublic:
+    """The anonymity report stored with a committed table version (counts and ratios only, so
+    every member who may see the dataset may read it). 404 when the version has none."""
+    ref = catalog.resolve(db, ctx, dataset)
+    found = catalog.version(db, ref, version)
+    stored = anonymity.load(db, found)
+    if stored is None:
+        raise NotFound(
+            "this version has no anonymity report: its dataset declares no quasi-identifiers "
+            "(or it was committed before reports were stored)",
+            code="no_anonymity_report",
+        )
+    return anonymity_public(ref, found, stored)
+
+
+def anonymity_public(
+    ref: DatasetRef, version: DatasetVersion, stored: anonymity.VersionAnonymity
+) -> VersionAnonymityPublic:
+    return VersionAnonymityPublic(
+        dataset=ref.address,
+        version=version.number,
+        source=stored.source,
+        unit=stored.unit,
+        k_threshold=stored.k_threshold,
+        quasi_identifiers=stored.quasi_identifiers,
+        sensitive=stored.sensitive,
+        computed_at=stored.computed_at,
+        report=AnonymityFigures.model_validate(stored.report),
+    )
 
 
 @router.get("/{dataset}/versions/{version}/files")

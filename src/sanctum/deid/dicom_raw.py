@@ -16,7 +16,10 @@ and the rarer constructs listed in ``dicom_raw_parse`` — it raises ``Unsupport
 ``deidentify_bytes`` runs the reference instead. Where the bytes are not well-formed DICOM it
 rejects the file, where pydicom would often write a shortened copy.
 
-Callers use ``deidentify_bytes``: same signature and result type as ``dicom.deidentify``.
+Callers use ``deidentify_bytes``: same signature and result type as ``dicom.deidentify``. A caller
+that needs more of the file than the ``Result`` (the ingest worker: its completeness check and
+metadata row) uses ``deidentify_seen``, which also returns what the walk saw (``Seen``), so the file
+is not parsed a second time.
 """
 
 from __future__ import annotations
@@ -59,12 +62,13 @@ from sanctum.deid.dicom_raw_parse import (
     transfer_syntax,
 )
 from sanctum.deid.dicom_raw_scan import scan_fast
+from sanctum.deid.dicom_raw_seen import Seen
 from sanctum.deid.dicom_raw_text import encodings_for, text_values
 from sanctum.deid.dicom_raw_write import Encoder, file_meta, markers
 from sanctum.deid.profile import Options, Table, load_table
 from sanctum.deid.pseudonyms import Pseudonymiser, shift_da, shift_dt
 
-__all__ = ["Unsupported", "deidentify_bytes", "deidentify_raw"]
+__all__ = ["Seen", "Unsupported", "deidentify_bytes", "deidentify_raw", "deidentify_seen"]
 
 #: Entries kept per cache of decisions (tags seen): far above the dictionary's, bounded for crafted files.
 _CACHE_LIMIT = 50_000
@@ -79,6 +83,7 @@ _PATIENT_ID, _SOP_CLASS, _SOP_INSTANCE = 0x00100020, 0x00080016, 0x00080018
 _MODALITY, _MANUFACTURER, _BURNED_IN = 0x00080060, 0x00080070, 0x00280301
 #: The reference's scanned file meta attributes (``dicom.META_SCANNED``), by tag.
 _META_TAGS = {tag_for_keyword(keyword): keyword for keyword in META_SCANNED}
+_NOTHING: frozenset[int] = frozenset()
 
 
 def deidentify_bytes(
@@ -104,15 +109,34 @@ def deidentify_raw(
     burned_in_rules: tuple[tuple[str, str], ...] = DEFAULT_BURNED_IN_RULES,
 ) -> Result:
     """The raw path alone: raises ``Unsupported`` where it does not apply (the reference then does)."""
+    return deidentify_seen(data, pseudonymiser, options, burned_in_rules)[0]
+
+
+def deidentify_seen(
+    data: bytes,
+    pseudonymiser: Pseudonymiser,
+    options: Options | None = None,
+    burned_in_rules: tuple[tuple[str, str], ...] = DEFAULT_BURNED_IN_RULES,
+    capture: frozenset[int] = _NOTHING,
+) -> tuple[Result, Seen | None]:
+    """``deidentify_raw``, and what the walk saw (``None`` when the file is rejected as malformed).
+
+    ``capture``: top-level tags whose output elements ``Seen.written`` should hold. The output is
+    the same whatever is captured.
+    """
     options = options or Options()
     try:
-        return _RawWalk(data, pseudonymiser, options).run(burned_in_rules)
+        walk = _RawWalk(data, pseudonymiser, options, capture)
+        result = walk.run(burned_in_rules)
     except Malformed as exc:
-        return Result(None, Report(table_edition=load_table().edition), rejected=f"malformed DICOM: {exc}")
+        report = Report(table_edition=load_table().edition)
+        return Result(None, report, rejected=f"malformed DICOM: {exc}"), None
     except Unsupported:
         raise
     except Exception as exc:  # a case this path did not foresee: the reference decides, never a crash
         raise Unsupported(f"unexpected {type(exc).__name__}") from exc
+    seen = Seen(data, walk.enc.implicit, walk.top, walk.sop_class, walk.manufacturer, walk.written)
+    return result, seen
 
 
 @lru_cache(maxsize=65536)
@@ -145,7 +169,9 @@ def _nested_decisions(options: Options) -> dict[tuple[int, str], str]:
 class _RawWalk:
     """One pass over one file: the reference ``_Walk`` over raw elements."""
 
-    def __init__(self, data: bytes, pseudonymiser: Pseudonymiser, options: Options) -> None:
+    def __init__(
+        self, data: bytes, pseudonymiser: Pseudonymiser, options: Options, capture: frozenset[int] = _NOTHING
+    ) -> None:
         self.buf, self.view, self.p, self.options = data, memoryview(data), pseudonymiser, options
         self.table: Table = load_table()
         self.actions: dict[str, int] = {}
@@ -157,6 +183,9 @@ class _RawWalk:
         self._offset: int | None = None
         self.final: dict[int, str] = {}
         self.enc = Encoder(False)
+        self.capture, self.written = capture, dict[int, bytes | memoryview]()
+        self.top: dict[int, Element] = {}
+        self.sop_class = self.manufacturer = ""
 
     # ------------------------------------------------------------------ the file as a whole
 
@@ -171,19 +200,20 @@ class _RawWalk:
         implicit, encapsulated = transfer_syntax(ts_uid)
         self.enc = Encoder(implicit)
         elements, _, dropped = Reader(buf, implicit, bool(self.allowed)).dataset(start, len(buf))
-        top = {element[0]: element for element in elements}
+        self.top = top = {element[0]: element for element in elements}
         charset = self.charset(top.get(SPECIFIC_CHARACTER_SET))
         pixels = top.get(0x7FE00010)
         if pixels is not None and (pixels[4] != pixels[5]) != encapsulated:
             raise Unsupported("pixel data encapsulation that does not match the transfer syntax")
-        sop_class = self.context(top, _SOP_CLASS, charset)
+        self.sop_class = sop_class = self.context(top, _SOP_CLASS, charset)
         if not sop_class or not self.context(top, _SOP_INSTANCE, charset):
             raise Unsupported("not a composite instance (the reference rejects it)")
+        self.manufacturer = self.context(top, _MANUFACTURER, charset)
         reasons = burned_in_reasons_for(
             self.context(top, _BURNED_IN, charset),
             sop_class,
             self.context(top, _MODALITY, charset),
-            self.context(top, _MANUFACTURER, charset),
+            self.manufacturer,
             burned_in_rules,
         )
         self.patient_key = self.context(top, _PATIENT_ID, charset)
@@ -251,6 +281,7 @@ class _RawWalk:
             counts["private:X"] = counts.get("private:X", 0) + dropped
         kept: dict[int, str] = {}
         m, n_markers = 0, len(markers)
+        capture = self.capture if n_markers else _NOTHING  # markers are passed at the top level only
         for element in elements:
             tag, vr, start, vstart, vend, end, items = element
             target = out
@@ -271,8 +302,9 @@ class _RawWalk:
             decided = decisions.get((tag, vr, cleaning)) or self.decide(element, cleaning, charset)
             action, counted, name = decided
             counts[counted] = counts.get(counted, 0) + 1
+            chunk: bytes | memoryview
             if action == "K":
-                target.append(view[start:end] if not (vend - vstart) % 2 else self.copy(element))
+                chunk = view[start:end] if not (vend - vstart) % 2 else self.copy(element)
                 if n_markers and tag in (_SOP_CLASS, _SOP_INSTANCE):
                     self.final[tag] = self.single(element, charset)
             elif action == "X":
@@ -280,10 +312,14 @@ class _RawWalk:
                     self.remember_text(name, vr, vstart, vend, charset)
                 elif items is not None:
                     self.remember_sequence(name, items, charset)
+                continue
             elif action in ("R", "RC"):
-                target.append(self.sequence(element, cleaning or action == "RC", charset))
+                chunk = self.sequence(element, cleaning or action == "RC", charset)
             else:
-                target.append(self.change(element, action, name, charset, bool(n_markers)))
+                chunk = self.change(element, action, name, charset, bool(n_markers))
+            target.append(chunk)
+            if capture and tag in capture:
+                self.written[tag] = chunk
         while m < n_markers:
             out.append(markers[m][1])
             m += 1

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from sanctum.deid.profile import Options
@@ -29,12 +32,21 @@ from sanctum.ingest.detect import Kind, detect, unknown_reason
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
+    from sanctum.deid.dicom import Result
+    from sanctum.deid.dicom_raw_parse import Element
+    from sanctum.deid.dicom_raw_seen import Seen
     from sanctum.deid.table_policy import TablePolicy
+
+    #: A DICOM de-identifier: ``dicom.deidentify``'s signature.
+    Deidentify = Callable[[bytes, Pseudonymiser, Options], Result]
 
 TABLE_FILE = "table.parquet"
 UNDEFINED_LENGTH = 0xFFFFFFFF
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _SEGMENT = re.compile(r"[^0-9A-Za-z._-]")
+_U32, _U16 = struct.Struct("<L").unpack_from, struct.Struct("<H").unpack_from
+#: ``dicom_problem``'s reason for bytes left over that are too few for another attribute.
+CUT_IN_HEADER = "truncated: the file ends inside the header of an attribute"
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,18 @@ def crashed(item: WorkItem) -> WorkResult:
 
 
 def process(settings: WorkSettings, item: WorkItem) -> WorkResult:
+    return _process(settings, item, _dicom)
+
+
+def process_reference(settings: WorkSettings, item: WorkItem) -> WorkResult:
+    """``process`` with DICOM taking the pydicom-parsing path (``dicom_reference``) every time: what
+    the worker did before its single raw parse, kept as the yardstick the tests compare it with."""
+    return _process(settings, item, dicom_reference)
+
+
+def _process(
+    settings: WorkSettings, item: WorkItem, dicom: Callable[[WorkSettings, WorkItem], WorkResult]
+) -> WorkResult:
     kind = Kind.UNKNOWN
     try:
         kind = detect(item.data)
@@ -103,7 +127,7 @@ def process(settings: WorkSettings, item: WorkItem) -> WorkResult:
                 ["this dataset holds a table; DICOM and EDF go into a files dataset"],
             )
         if kind is Kind.DICOM:
-            return _dicom(settings, item)
+            return dicom(settings, item)
         if kind is Kind.EDF:
             return _edf(settings, item)
         return _table(settings, item)
@@ -117,6 +141,110 @@ def _segment(value: object, fallback: str) -> str:
 
 
 # --------------------------------------------------------------------------- DICOM
+
+
+def _dicom(settings: WorkSettings, item: WorkItem) -> WorkResult:
+    """One raw parse does it all: de-identification, the completeness check, the metadata row.
+
+    The raw walk (``dicom_raw.deidentify_seen``) reads every element header; a file it reads whole
+    has every value as long as its header says, every undefined length closed and nothing left
+    over, so of ``dicom_problem``'s checks two are left to decide on what the walk saw: how the
+    file ends (``_ends_in_an_empty_header``) and whether an image has pixel data. The metadata row
+    comes from the elements the walk wrote. Where it cannot decide alone, ``dicom_reference`` runs,
+    as before this path existed: a file the walk does not handle (big endian, deflated, no file
+    meta...) goes to the reference de-identification, and a malformed one to ``dicom_problem``
+    first, whose reason was the one reported. Same outcomes either way
+    (``tests/test_ingest_fast_path.py``).
+    """
+    from sanctum.deid.dicom import deidentify
+    from sanctum.deid.dicom_raw import Unsupported, deidentify_seen
+
+    try:
+        result, seen = deidentify_seen(
+            item.data, Pseudonymiser(settings.secret), settings.options, capture=metadata.CAPTURE
+        )
+    except Unsupported:  # what ``deidentify_bytes`` would do next: the reference
+        return dicom_reference(settings, item, deidentify)
+    if seen is None:  # malformed: the reference check's reason comes first, as it always did
+        return dicom_reference(settings, item, lambda *_: result)
+    if _ends_in_an_empty_header(seen):
+        return WorkResult(item.index, Kind.DICOM, "error", [CUT_IN_HEADER])
+    problem = _no_pixels(0x00280010 in seen.top, seen.sop_class, any(t in seen.top for t in PIXEL_TAGS))
+    if problem:
+        return WorkResult(item.index, Kind.DICOM, "error", [problem])
+    return _dicom_outcome(item, result, lambda: metadata.row_seen(seen))
+
+
+def _ends_in_an_empty_header(seen: Seen) -> bool:
+    """``dicom_problem``'s "cut inside a header" on a file the walk read whole.
+
+    That check counts the bytes after the last top-level value pydicom holds, and pydicom holds no
+    value for a sequence of undefined length (parsed apart) nor for an empty value of a non-text VR
+    (or any empty value in implicit VR, where the reader has no VR). So a whole file whose last
+    element is such an empty 8-byte header, right after one whose value pydicom holds, is flagged
+    as cut there. The worker keeps that outcome: the same files are stored as before.
+    """
+    buf, implicit = seen.buf, seen.implicit
+    listed = reversed(seen.top.values())
+    last, before = next(listed), next(listed, None)
+    tail: list[tuple[int, bool]] = []  # (size, whether pydicom holds its value), in file order
+    if before is not None:
+        tail.append((before[5] - before[2], _holds_value(seen, before)))
+        tail += _unlisted(buf, implicit, before[5], last[2])
+    tail.append((last[5] - last[2], _holds_value(seen, last)))
+    tail += _unlisted(buf, implicit, last[5], len(buf))
+    (_, held_before), (size, held) = tail[-2:] if len(tail) > 1 else ((0, False), tail[-1])
+    return not held and held_before and size < 12
+
+
+def _holds_value(seen: Seen, element: Element) -> bool:
+    """Whether pydicom's dataset holds a raw value for a listed top-level element (see above)."""
+    _, vr, start, vstart, vend, end, _ = element
+    if end != vend:  # undefined length: a sequence is parsed apart, pixel data is held
+        return vr != "SQ"
+    return vend > vstart or _empty_value_held(seen.buf, implicit=seen.implicit, start=start)
+
+
+def _empty_value_held(buf: bytes, *, implicit: bool, start: int) -> bool:
+    """pydicom's raw value of an empty element is None unless its header names a text VR or SQ."""
+    from pydicom.dataelem import empty_value_for_VR
+
+    vr = None if implicit else buf[start + 4 : start + 6].decode("latin-1")
+    return empty_value_for_VR(vr, raw=True) is not None
+
+
+def _unlisted(buf: bytes, implicit: bool, pos: int, stop: int) -> list[tuple[int, bool]]:
+    """(size, value held) of the private elements the reader counted without listing between
+    ``pos`` and ``stop``: all of defined length and not sequences (those are listed), and well
+    formed (the walk read them)."""
+    from sanctum.deid.dicom_raw_parse import LONG_VRS
+
+    found = []
+    while pos < stop:
+        if implicit:
+            header, length = 8, _U32(buf, pos + 4)[0]
+        elif buf[pos + 4 : pos + 6].decode("latin-1") in LONG_VRS:
+            header, length = 12, _U32(buf, pos + 8)[0]
+        else:
+            header, length = 8, _U16(buf, pos + 6)[0]
+        found.append((header + length, length > 0 or _empty_value_held(buf, implicit=implicit, start=pos)))
+        pos += header + length
+    return found
+
+
+def dicom_reference(settings: WorkSettings, item: WorkItem, deid: Deidentify | None = None) -> WorkResult:
+    """The DICOM path with pydicom parses: the fallback of ``_dicom``, and its yardstick in tests.
+
+    ``dicom_problem`` parses the original, ``deid`` (default ``deidentify_bytes``) de-identifies it,
+    ``metadata.row`` parses the output.
+    """
+    from sanctum.deid.dicom_raw import deidentify_bytes
+
+    problem, original = dicom_problem(item.data)
+    if problem:
+        return WorkResult(item.index, Kind.DICOM, "error", [problem])
+    result = (deid or deidentify_bytes)(item.data, Pseudonymiser(settings.secret), settings.options)
+    return _dicom_outcome(item, result, lambda: metadata.row(result.output or b"", original))
 
 
 def dicom_problem(data: bytes) -> tuple[str | None, Dataset | None]:
@@ -155,36 +283,41 @@ def dicom_problem(data: bytes) -> tuple[str | None, Dataset | None]:
         extra = 8 if last.length == UNDEFINED_LENGTH else 0  # the sequence delimiter
         left = len(data) - (last.value_tell + len(last.value) + extra)
         if left < 0 or 0 < left < 12:
-            return "truncated: the file ends inside the header of an attribute", ds
-    sop_class = pydicom.uid.UID(str(ds.get("SOPClassUID", "")))
-    image = "Rows" in ds or "Image Storage" in (sop_class.name if sop_class.is_valid else "")
-    if image and not any(tag in ds for tag in PIXEL_TAGS):
-        return "an image without pixel data: the file is probably truncated", ds
-    return None, ds
+            return CUT_IN_HEADER, ds
+    sop_class = str(ds.get("SOPClassUID", ""))
+    return _no_pixels("Rows" in ds, sop_class, any(tag in ds for tag in PIXEL_TAGS)), ds
 
 
-def _dicom(settings: WorkSettings, item: WorkItem) -> WorkResult:
-    # The raw-element fast path; it falls back to the pydicom reference for what it does not handle
-    # and gives the same result either way (tests/test_deid_dicom_raw.py).
-    from sanctum.deid.dicom_raw import deidentify_bytes
+@lru_cache(maxsize=256)
+def _image_class(sop_class: str) -> bool:
+    import pydicom
 
-    problem, original = dicom_problem(item.data)
-    if problem:
-        return WorkResult(item.index, Kind.DICOM, "error", [problem])
-    result = deidentify_bytes(item.data, Pseudonymiser(settings.secret), settings.options)
+    uid = pydicom.uid.UID(sop_class)
+    return "Image Storage" in (uid.name if uid.is_valid else "")
+
+
+def _no_pixels(has_rows: bool, sop_class: str, has_pixels: bool) -> str | None:
+    """An image (it has Rows, or an image SOP Class) without pixel data: probably cut short."""
+    if (has_rows or _image_class(sop_class)) and not has_pixels:
+        return "an image without pixel data: the file is probably truncated"
+    return None
+
+
+def _dicom_outcome(item: WorkItem, result: Result, row: Callable[[], dict[str, Any]]) -> WorkResult:
+    """The work result of a de-identified file; ``row`` gives its metadata row (read only if written)."""
     actions = {f"dicom:{k}": v for k, v in result.report.actions.items()}
     if result.rejected:
         return WorkResult(item.index, Kind.DICOM, "error", [result.rejected], actions=actions)
     if result.output is None:  # the byte scan found an original value: never stored
         return WorkResult(item.index, Kind.DICOM, "quarantined", result.quarantine_reasons, actions=actions)
-    row = metadata.row(result.output, original)
+    values = row()
     path = "/".join(
         (
             "dicom",
-            _segment(row["patient_id"], "unknown-patient"),
-            _segment(row["study_uid"], "unknown-study"),
-            _segment(row["series_uid"], "unknown-series"),
-            _segment(row["instance_uid"], item.content_id[:32]) + ".dcm",
+            _segment(values["patient_id"], "unknown-patient"),
+            _segment(values["study_uid"], "unknown-study"),
+            _segment(values["series_uid"], "unknown-series"),
+            _segment(values["instance_uid"], item.content_id[:32]) + ".dcm",
         )
     )
     outcome = "quarantined" if result.quarantine_reasons else "stored"
@@ -196,7 +329,7 @@ def _dicom(settings: WorkSettings, item: WorkItem) -> WorkResult:
         output=result.output,
         stored_path=path,
         actions=actions,
-        metadata=row if outcome == "stored" else None,
+        metadata=values if outcome == "stored" else None,
     )
 
 

@@ -256,18 +256,51 @@ class SegmentReader:
     def segment(self, i: int) -> bytes:
         """Plaintext of segment ``i``, authenticated (including whether it is the last one)."""
         offset, length = self._span(i)
-        data = self._read_at(offset, length)
+        return bytes(self.decrypt_segment(i, self._read_at(offset, length)))
+
+    def decrypt_segment(
+        self, i: int, data: bytes | memoryview, into: bytearray | memoryview | None = None
+    ) -> bytes | memoryview:
+        """Authenticates and decrypts segment ``i`` from its ciphertext ``data``, which the caller read
+        at ``segment_span(i)``: the one check every reader of the format goes through.
+
+        Why the caller reads: parallel readers (``LocalBlobStore.decrypt_to``) each read into their own
+        buffer, while ``read_at`` may reuse one. Safe to call from several threads at once (the AEAD
+        object is immutable; it releases the GIL). With ``into`` (at least ``len(data) - 16`` bytes) the
+        plaintext is decrypted in place there and a view of it returned, with no new allocation; after
+        an IntegrityError ``into`` may hold unauthenticated bytes, which the caller must discard.
+        """
+        _, length = self._span(i)
         if len(data) != length:
             raise IntegrityError(f"blob {self.blob_id}: segment {i} is short: the blob was truncated")
-        last = i == self.segment_count - 1
+        nonce = self.header.nonce(i, i == self.segment_count - 1)
         try:
-            return self._aead.decrypt(self.header.nonce(i, last), data, None)
+            if into is None:
+                return self._aead.decrypt(nonce, data, None)
+            view = memoryview(into).cast("B")[: length - TAG_SIZE]
+            self._aead.decrypt_into(nonce, data, None, view)
+            return view
         except InvalidTag:
             raise IntegrityError(
                 f"blob {self.blob_id}: segment {i} of {self.segment_count} failed authentication: the "
                 "blob was modified, truncated, extended, reordered or swapped with another blob, or the "
                 "key is wrong"
             ) from None
+
+    def segment_span(self, i: int) -> tuple[int, int]:
+        """(offset, length) of segment ``i``'s ciphertext in the blob; ``i`` must be in range."""
+        if not 0 <= i < self.segment_count:
+            raise IndexError(f"segment {i} is outside the blob's {self.segment_count} segments")
+        return self._span(i)
+
+    def plaintext_start(self, i: int) -> int:
+        """Plaintext offset of segment ``i``'s first byte (where a parallel reader writes it)."""
+        return self._geo.pt_start(i)
+
+    @property
+    def max_segment_ciphertext(self) -> int:
+        """The longest ciphertext a segment can have: the size of a reader's per-thread buffer."""
+        return self._geo.ct_segment
 
     def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Plaintext bytes [start, end). The range is checked now, not at the first ``next()``.

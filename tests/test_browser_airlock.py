@@ -1,6 +1,7 @@
 """The airlock in a real browser (headless Debian Chromium through Playwright, the app under uvicorn):
 a scientist asks for a job output to leave, two reviewers approve it on the review page, an owner
-releases it, and the scientist downloads it."""
+releases it, and the scientist downloads it; a scientist asks for a file to come in with the import
+form, and an owner approves it."""
 
 from __future__ import annotations
 
@@ -69,5 +70,50 @@ def test_request_two_reviews_release_download(chromium, runtime, request, people
     saved = tmp_path / "downloaded.csv"
     download.value.save_as(saved)
     assert saved.read_bytes() == SAFE_TABLE
+    no_csp_trouble(console)
+    context.close()
+
+
+def test_request_an_import_through_the_form_and_approve_it(
+    chromium, live_server, world, monkeypatch, tmp_path
+):
+    """The form with a real file chooser: a file over the limit comes back refused on the page with
+    the typed reason kept (Chromium shows the answer although the server did not read the body),
+    then a good file is held until the owner approves it on the same page."""
+    from playwright.sync_api import expect
+
+    from sanctum.airlock.rules import ImportRules
+
+    monkeypatch.setattr(
+        "sanctum.web.pages_imports.import_rules", lambda *_: ImportRules(max_bytes=1024 * 1024)
+    )
+    big, codes = tmp_path / "big.bin", tmp_path / "icd10.csv"
+    big.write_bytes(b"x" * (8 * 1024 * 1024))
+    codes.write_bytes(b"code,label\nI21,acute myocardial infarction\n")
+    base, imports = live_server.url, "/projects/alpha/imports"
+    console: list[str] = []
+    context, page = open_page(chromium, console)
+    log_in(page, base, world.scientist, imports)
+    page.get_by_label("Dataset it lands in").fill("reference")
+    page.get_by_label("Justification").fill("ICD-10 labels for the figures")
+    page.get_by_label("File", exact=True).set_input_files(str(big))
+    page.get_by_role("button", name="Request import").click()
+    expect(page.get_by_role("alert")).to_have_text("The file is larger than the import limit of 1.0 MiB.")
+    expect(page.get_by_label("Justification")).to_have_value("ICD-10 labels for the figures")
+    assert [m for m in console if "status of 413" not in m] == [] and console  # the refusal, nothing else
+    console.clear()
+    page.get_by_label("File", exact=True).set_input_files(str(codes))
+    page.get_by_role("button", name="Request import").click()
+    expect(page).to_have_url(base + f"{imports}?done=import_requested")
+    expect(page.get_by_role("status")).to_contain_text("Import requested")
+    expect(page.locator(".state").first).to_have_text("Pending")
+    no_csp_trouble(console)
+    context.close()
+
+    context, page = open_page(chromium, console)
+    log_in(page, base, world.owner, imports)
+    page.get_by_role("button", name="Approve import 1").click()
+    expect(page.get_by_role("status")).to_contain_text("Approved")
+    expect(page.get_by_role("link", name="version 1")).to_be_visible()
     no_csp_trouble(console)
     context.close()

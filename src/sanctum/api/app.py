@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in API_ROUTERS:
         app.include_router(router)
     from sanctum import web
-    from sanctum.web import pages_ingest
+    from sanctum.web import pages_imports, pages_ingest
 
     web.install(app)
     errors.install(app)
@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             jobs.submit_body_limit(runtime.settings.max_bundle_bytes),
             ingest.batch_body_limit(runtime.settings),
             pages_ingest.upload_body_limit(runtime.settings),
+            pages_imports.upload_body_limit(runtime.settings),
         ),
     )
     app.add_middleware(SecurityHeaders, hsts=runtime.settings.tls_enabled)

@@ -1,5 +1,5 @@
 """The airlock in the browser: export requests (the list, a request page for requesters, a review
-page for reviewers) and import requests (the list, with the owners' decisions).
+page for reviewers). Import requests have their own pages (``pages_imports``).
 
 The pages call the airlock services and the API routes' own functions (``export_public``, the
 download), so a browser sees what the CLI sees and leaves the same audit trail. Controls are
@@ -22,13 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sanctum.access.permissions import Permission
-from sanctum.airlock import export_files, exports, imports, preview, reviews, states
+from sanctum.airlock import export_files, exports, preview, reviews, states
 from sanctum.airlock.export_files import parse_source
 from sanctum.airlock.models import ExportRequest
 from sanctum.airlock.rules import export_rules
 from sanctum.api.deps import DbSession, RuntimeDep
 from sanctum.api.routes import exports as exports_api
-from sanctum.api.routes import imports as imports_api
 from sanctum.api.runtime import Runtime
 from sanctum.db.models import Dataset, DatasetVersion, VersionFile
 from sanctum.errors import SanctumError
@@ -45,7 +44,6 @@ Reader = Annotated[ProjectContext, Depends(ProjectPage(Permission.AIRLOCK_READ))
 Requester = Annotated[ProjectContext, Depends(ProjectPage(Permission.EXPORTS_REQUEST))]
 Reviewer = Annotated[ProjectContext, Depends(ProjectPage(Permission.EXPORTS_REVIEW))]
 Releaser = Annotated[ProjectContext, Depends(ProjectPage(Permission.EXPORTS_RELEASE))]
-Approver = Annotated[ProjectContext, Depends(ProjectPage(Permission.IMPORTS_APPROVE))]
 TextField = Annotated[str, Form(max_length=10_000)]
 NameField = Annotated[str, Form(max_length=1100)]
 
@@ -59,8 +57,6 @@ NOTICES = {
     "returned": "Returned to the requester for changes.",
     "overridden": "The failed checks of this file are overridden; your reason is in the audit trail.",
     "released": "Released: the requester can now download the files.",
-    "import_approved": "Approved: the file is now the newest version of its dataset.",
-    "import_rejected": "Rejected: the held file was destroyed.",
 }
 OUTPUT_CHOICES = 500
 
@@ -332,64 +328,3 @@ def return_request(
 ) -> Response:
     act = lambda found: exports.return_for_changes(db, ctx, found, reason)  # noqa: E731
     return _act(request, db, ctx, number, act, "returned", page="review")
-
-
-# --------------------------------------------------------------------------- imports
-
-
-def _imports(
-    request: Request, db: Session, ctx: ProjectContext, *, status: int = 200, **context: Any
-) -> Response:
-    return _page(
-        request,
-        "imports.html",
-        ctx,
-        status=status,
-        imports=[imports_api.import_public(db, ctx, r) for r in imports.list_for(db, ctx)],
-        can_decide=_allows(ctx, Permission.IMPORTS_APPROVE),
-        me=ctx.principal.email,
-        **context,
-    )
-
-
-@router.get("/projects/{project}/imports")
-def imports_page(request: Request, db: DbSession, ctx: Reader, done: str = "") -> Response:
-    return _imports(request, db, ctx, notice=NOTICES.get(done))
-
-
-def _decide(
-    request: Request, db: Session, runtime: Runtime, ctx: ProjectContext, number: int, act: Any, done: str
-) -> Response:
-    try:
-        discard = act(imports.load(db, ctx, number, for_update=True))
-    except SanctumError as exc:
-        if exc.status == 404 and exc.message == "import request not found":
-            raise
-        end_failed(db, exc)
-        return _imports(request, db, ctx, status=exc.status, error=exc.message)
-    db.commit()
-    for blob_id in discard:
-        runtime.store.delete(blob_id)
-    return redirect(f"/projects/{ctx.project.name}/imports?done={done}")
-
-
-@router.post("/projects/{project}/imports/{number}/approve")
-def approve_import(
-    request: Request, db: DbSession, runtime: RuntimeDep, ctx: Approver, number: int, reason: TextField = ""
-) -> Response:
-    def act(found: Any) -> list[str]:
-        landed = imports.approve(
-            db, ctx, runtime.keyring, runtime.store, found, reason=reason,
-            max_table_bytes=runtime.settings.max_table_bytes,
-        )  # fmt: skip
-        return landed.discard
-
-    return _decide(request, db, runtime, ctx, number, act, "import_approved")
-
-
-@router.post("/projects/{project}/imports/{number}/reject")
-def reject_import(
-    request: Request, db: DbSession, runtime: RuntimeDep, ctx: Approver, number: int, reason: TextField = ""
-) -> Response:
-    act = lambda found: imports.reject(db, ctx, found, reason)  # noqa: E731
-    return _decide(request, db, runtime, ctx, number, act, "import_rejected")

@@ -48,6 +48,7 @@ LOGIN_PATH = "/login"
 ENROL_PATH = "/me/2fa"
 PENDING_MINUTES = 5
 
+STREAMED_FIELDS = "sanctum.streamed_fields"  # request.scope key: the fields a streamed form read
 CSRF_MESSAGE = "this form has expired or was not sent from this site; reload the page and try again"
 
 
@@ -130,10 +131,13 @@ def login_csrf_ok(request: Request, sent: str) -> bool:
 
 async def posted_csrf(request: Request) -> str:
     """The ``csrf`` field of a posted form ('' for safe methods). Starlette caches the parsed
-    form, so the handler's own Form parameters read the same one."""
+    form, so the handler's own Form parameters read the same one. A form that streams its file
+    (``streamed_form``) has read its fields before the file and left them in the request's scope:
+    parsing the body here would buffer the file."""
     if request.method in SAFE_METHODS:
         return ""
-    form = await request.form()
+    streamed = request.scope.get(STREAMED_FIELDS)
+    form = streamed if streamed is not None else await request.form()
     value = form.get(CSRF_FIELD)
     return value if isinstance(value, str) else ""
 

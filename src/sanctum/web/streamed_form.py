@@ -14,6 +14,12 @@ boundary is an interrupted upload, never a shorter file.
 
 ``application/x-www-form-urlencoded`` bodies (a form without a file, or a forged post) are read
 as fields, within the same limit; other bodies are left unread and give no fields.
+
+A form of many files (the ingest page: a browser's multi-file or folder picker sends one part per
+file) is read the same way, fields first, then ``read_files`` collects every file part into memory
+(``max_files`` of them at most), the whole body bounded by ``body_limit`` as it arrives. Nothing
+touches the disk: the ingest pipeline needs the files whole (it opens archives and de-identifies
+in memory) and stores only what it de-identified, encrypted.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from sanctum.errors import InvalidInput
 MAX_PARTS = 32
 BAD_FORM = "the form could not be read; reload the page and try again"
 INTERRUPTED = "the upload was interrupted; nothing was stored"
+TOO_MANY_FILES = "send at most {:,} files at a time; put more in a .zip or .tar archive, or use the CLI"
 
 
 @dataclass(frozen=True)
@@ -74,10 +81,14 @@ def _decode(raw: bytes | bytearray, what: str) -> str:
 class StreamedForm:
     """One request's form. ``read_fields`` first; then ``read_file_head`` and ``file_chunks``."""
 
-    def __init__(self, request: Request, *, fields_limit: int) -> None:
+    def __init__(
+        self, request: Request, *, fields_limit: int, max_files: int = 1, body_limit: int | None = None
+    ) -> None:
         self._request = request
         self._stream: AsyncIterator[bytes] = request.stream()
         self.fields_limit = fields_limit
+        self.max_files = max_files  # file parts whose bytes are handed out (1: a second is refused)
+        self.body_limit = body_limit  # the whole body, counted as it arrives (None: the caller counts)
         self.fields: dict[str, str] = {}
         self.file: FilePart | None = None
         self.received = 0  # body bytes read so far
@@ -92,7 +103,7 @@ class StreamedForm:
         self._current: bytearray | None = None  # a text part's value; None inside a file part
         self._field = ""
         self._file_parts = 0
-        self._in_first_file = False
+        self._in_file = False  # inside a file part whose bytes are handed out
         self._file_done = False  # the file's last byte was handed out
         self._boundary = b""
         self._chunk, self._chunk_offset = b"", 0  # the chunk being parsed, and where it starts
@@ -178,6 +189,31 @@ class StreamedForm:
             if await self._read_chunk() is None:
                 return
 
+    async def read_files(self) -> list[tuple[str, bytes]]:
+        """Every file part as (file name as sent, bytes), in memory, to the closing boundary.
+
+        Call after ``read_fields`` (and the checks on its fields). A part without a file (an
+        input left empty) comes with an empty name. The body is bounded by ``body_limit``.
+        """
+        files: list[tuple[str, bytes]] = []
+        if self.file is None:
+            return files
+        name, chunks = self.file.filename, list[bytes]()
+        while True:
+            event = await self._next()
+            if event is None:
+                raise InvalidInput(INTERRUPTED, code="interrupted")
+            if isinstance(event, _Data):
+                chunks.append(event.data)
+            elif isinstance(event, FilePart):
+                name, chunks = event.filename, []
+            elif isinstance(event, _FileEnd):
+                files.append((name, b"".join(chunks)))
+                chunks = []
+            elif isinstance(event, _End):
+                self._events.appendleft(event)
+                return files
+
     # ----------------------------------------------------------------------- internals
 
     async def _finish(self) -> None:
@@ -193,6 +229,10 @@ class StreamedForm:
                 raise InvalidInput("send one file at a time", code="bad_form")
 
     async def _read_chunk(self) -> bytes | None:
+        # Past ``body_limit``, nothing more is read: what is held is at most the limit and the one
+        # chunk the server handed over (a few KiB from a socket).
+        if self.body_limit is not None and self.received > self.body_limit:
+            raise TooLarge(f"the form is larger than its limit of {self.body_limit} bytes")
         while not self._exhausted:
             try:
                 chunk = await self._stream.__anext__()
@@ -246,7 +286,7 @@ class StreamedForm:
 
     def _part_begin(self) -> None:
         self._parts += 1
-        if self._parts > MAX_PARTS:
+        if self._parts > MAX_PARTS + self.max_files - 1:
             raise InvalidInput("the form has too many fields", code="bad_form")
         self._headers = []
 
@@ -262,14 +302,16 @@ class StreamedForm:
         self._field = _decode(options[b"name"], "field name")
         if b"filename" in options:
             self._file_parts += 1
-            self._in_first_file, self._current = self._file_parts == 1, None
+            if self.max_files > 1 and self._file_parts > self.max_files:
+                raise InvalidInput(TOO_MANY_FILES.format(self.max_files), code="too_many_files")
+            self._in_file, self._current = self._file_parts <= self.max_files, None
             self._events.append(FilePart(self._field, _decode(options[b"filename"], "file name")))
         else:
-            self._in_first_file, self._current = False, bytearray()
+            self._in_file, self._current = False, bytearray()
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._in_first_file:
-            if self.file_offset is None:
+        if self._in_file:
+            if self._file_parts == 1 and self.file_offset is None:
                 # Where the file's first byte is in the body: in the chunk being parsed, or, when
                 # the parser held back bytes that might have begun a boundary, just before it.
                 held = data is not self._chunk
@@ -284,8 +326,8 @@ class StreamedForm:
             self._current.extend(data[start:end])
 
     def _part_end(self) -> None:
-        if self._in_first_file:
-            self._in_first_file = False
+        if self._in_file:
+            self._in_file = False
             self._events.append(_FileEnd())
         elif self._current is not None:
             value = _decode(self._current, f"field {self._field}")

@@ -4,6 +4,7 @@
 ``keys`` the envelope key wrapping. The on-disk format is in docs/storage-format.md.
 """
 
+from sanctum.store.batch import BlobBatch
 from sanctum.store.keys import new_data_key, unwrap, wrap
 from sanctum.store.local import (
     BlobExists,
@@ -30,6 +31,7 @@ from sanctum.store.stream import (
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",
+    "BlobBatch",
     "BlobExists",
     "BlobInfo",
     "BlobNotFound",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sanctum.store.stream import (
     DEFAULT_SEGMENT_SIZE,
@@ -33,6 +33,9 @@ from sanctum.store.stream import (
     StoreError,
     plaintext_size,
 )
+
+if TYPE_CHECKING:
+    from sanctum.store.batch import BlobBatch
 
 _BLOB_ID = re.compile(r"[0-9a-f]{32}")
 _FAN = re.compile(r"[0-9a-f]{2}")
@@ -144,22 +147,42 @@ class LocalBlobStore:
         check_blob_id(blob_id)
         return self.root / blob_id[:2] / blob_id[2:4] / blob_id
 
-    def _make_dirs(self, final: Path) -> None:
-        """Creates the fan-out directories, fsyncing each parent whose entries changed."""
+    def _make_dirs(self, final: Path, changed: set[Path] | None = None) -> None:
+        """Creates the fan-out directories, fsyncing each parent whose entries changed; with
+        ``changed`` (a batch write), those parents are added to it for the batch's sync instead."""
         for directory in (final.parent.parent, final.parent):
             try:
                 directory.mkdir(mode=0o700)
             except FileExistsError:
                 continue
-            _fsync_dir(directory.parent)
+            if changed is None:
+                _fsync_dir(directory.parent)
+            else:
+                changed.add(directory.parent)
 
     def put_stream(self, chunks: Iterable[bytes], key: bytes, blob_id: str | None = None) -> BlobInfo:
-        """Encrypts ``chunks`` into a new blob; memory stays at about one segment whatever the size."""
-        blob_id = new_blob_id() if blob_id is None else check_blob_id(blob_id)
+        """Encrypts ``chunks`` into a new blob; memory stays at about one segment whatever the size.
+        The blob is durable when this returns (file and directory fsynced)."""
+        return self._write(chunks, key, new_blob_id() if blob_id is None else check_blob_id(blob_id))
+
+    def batch(self) -> BlobBatch:
+        """A batch of blobs written without a per-blob fsync and made durable together by its
+        ``sync()``; see ``sanctum.store.batch``."""
+        from sanctum.store.batch import BlobBatch
+
+        return BlobBatch(self)
+
+    def _write(
+        self, chunks: Iterable[bytes], key: bytes, blob_id: str, changed: set[Path] | None = None
+    ) -> BlobInfo:
+        """The one write path. ``changed is None``: durable on return (``put_stream``). Otherwise (a
+        batch): the same temp file, flock and rename, but no fsync; the final name's directory, and
+        any parent whose entries a new fan-out directory changed, are added to ``changed`` for the
+        batch's sync, and the temp file is named after the blob (one random draw less)."""
         final = self.path(blob_id)
         if final.exists():
             raise BlobExists(f"blob {blob_id} already exists")
-        part = self._tmp / f"{secrets.token_hex(16)}.part"
+        part = self._tmp / f"{secrets.token_hex(16) if changed is None else blob_id}.part"
         written = flushed = 0
         done = False
         with _storage_errors(blob_id, self.root):
@@ -184,13 +207,17 @@ class LocalBlobStore:
                 writer.write(chunk)
             size, sha256 = writer.close()
             with _storage_errors(blob_id, self.root):
-                os.fsync(fd)
-                self._make_dirs(final)
+                if changed is None:
+                    os.fsync(fd)
+                self._make_dirs(final, changed)
                 if final.exists():
                     raise BlobExists(f"blob {blob_id} already exists")
                 os.rename(part, final)
                 done = True
-                _fsync_dir(final.parent)
+                if changed is None:
+                    _fsync_dir(final.parent)
+                else:
+                    changed.add(final.parent)
             return BlobInfo(blob_id, size, sha256, written)
         finally:
             if not done:

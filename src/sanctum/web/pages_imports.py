@@ -52,14 +52,13 @@ from sanctum.jobs.models import Job
 from sanctum.projects.service import ProjectContext
 from sanctum.web.pages_datasets import _allows, _page, human_size
 from sanctum.web.session import STREAMED_FIELDS, ProjectPage, WebPrincipal, end_failed, redirect
-from sanctum.web.streamed_form import StreamedForm
+from sanctum.web.streamed_form import StreamedForm, handler_bounded
 
 log = logging.getLogger("sanctum.airlock")
 router = APIRouter(include_in_schema=False)
 
 FIELDS_LIMIT = 64 * 1024  # the text fields together: a justification is at most 10,000 characters
 FORM_OVERHEAD = 16 * 1024  # multipart boundaries and part headers around the file
-MIDDLEWARE_CEILING = 1 << 40  # see upload_body_limit
 UPLOAD_PATH = re.compile(r"^/projects/[^/]+/imports/?$")
 TYPED = ("dataset", "name", "justification")
 DATASET_CHOICES = 500
@@ -81,11 +80,7 @@ def upload_body_limit(settings: Settings) -> Callable[[str, str], int | None]:
     keeps only a far ceiling here, as the REST upload it mirrors is exempt from it altogether.
     """
     del settings
-
-    def larger(method: str, path: str) -> int | None:
-        return MIDDLEWARE_CEILING if method == "POST" and UPLOAD_PATH.match(path) else None
-
-    return larger
+    return handler_bounded(UPLOAD_PATH)
 
 
 # --------------------------------------------------------------------------- guards

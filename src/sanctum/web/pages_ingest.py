@@ -43,7 +43,7 @@ from sanctum.schemas.ingest import IngestCreate, IngestOptions
 from sanctum.web.pages_datasets import human_size
 from sanctum.web.render import render
 from sanctum.web.session import STREAMED_FIELDS, ProjectPage, WebPrincipal, end_failed, redirect
-from sanctum.web.streamed_form import StreamedForm
+from sanctum.web.streamed_form import StreamedForm, handler_bounded
 
 router = APIRouter(include_in_schema=False)
 
@@ -54,7 +54,6 @@ UPLOAD_PATH = re.compile(r"^/projects/[^/]+/ingests/?$")
 FIELDS_LIMIT = 16 * 1024  # the CSRF token, dataset, kind and dates together
 FIELD_LENGTH = 200  # one typed field, as the Form(max_length=200) parameters allowed before
 MAX_FILES = 1000  # file parts in one post: Starlette's own default, which the page had before
-MIDDLEWARE_CEILING = 1 << 40  # see upload_body_limit
 TOO_LARGE = "the upload is larger than the ingest limit; use the CLI"
 TYPED = ("dataset", "kind", "dates")
 NOTICES = {
@@ -74,11 +73,7 @@ def upload_body_limit(settings: Settings) -> Callable[[str, str], int | None]:
     far ceiling only, as for the import form.
     """
     del settings
-
-    def larger(method: str, path: str) -> int | None:
-        return MIDDLEWARE_CEILING if method == "POST" and UPLOAD_PATH.match(path) else None
-
-    return larger
+    return handler_bounded(UPLOAD_PATH)
 
 
 # --------------------------------------------------------------------------- the upload's guard

@@ -24,8 +24,9 @@ in memory) and stores only what it de-identified, encrypted.
 
 from __future__ import annotations
 
+import re
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -38,9 +39,25 @@ from sanctum.datasets.transfer import TooLarge
 from sanctum.errors import InvalidInput
 
 MAX_PARTS = 32
+#: The body-size middleware's cap on a page whose handler bounds its own body (``handler_bounded``).
+MIDDLEWARE_CEILING = 1 << 40
 BAD_FORM = "the form could not be read; reload the page and try again"
 INTERRUPTED = "the upload was interrupted; nothing was stored"
 TOO_MANY_FILES = "send at most {:,} files at a time; put more in a .zip or .tar archive, or use the CLI"
+
+
+def handler_bounded(path: re.Pattern[str]) -> Callable[[str, str], int | None]:
+    """For the app's body-size middleware: a POST to ``path`` is bounded by its handler.
+
+    The handler refuses a body whose Content-Length is over its limit before reading any file, and
+    counts the bytes as they stream, answering with the page and the typed values where the
+    middleware could only answer JSON; the middleware keeps a far ceiling only.
+    """
+
+    def larger(method: str, request_path: str) -> int | None:
+        return MIDDLEWARE_CEILING if method == "POST" and path.match(request_path) else None
+
+    return larger
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,40 @@ def test_a_scientist_asks_an_owner_approves_and_the_file_lands(as_, client, worl
     assert "scientist@example.org" in event.details and "reference@1" in event.details
 
 
+def test_an_approval_whose_commit_fails_leaves_no_landed_copy(as_, runtime, monkeypatch):
+    """The approval writes the file as a new version's blob before its transaction commits; if the
+    commit fails, that blob is referenced by nothing and is deleted at once, the request stays
+    pending with its held copy, and no version appears."""
+    from sqlalchemy.orm import Session
+
+    from sanctum.web import pages_imports
+
+    assert ask(as_("scientist"), fields()).status_code == 303
+    ((_, _, held),) = requests_of(runtime)
+    approved: list[bool] = []
+    real_approve, real_commit = pages_imports.imports.approve, Session.commit
+
+    def approve(*args, **kwargs):
+        landed = real_approve(*args, **kwargs)
+        approved.append(True)
+        return landed
+
+    def commit(self) -> None:
+        if approved and approved.pop():
+            raise OSError("the database went away")
+        real_commit(self)
+
+    monkeypatch.setattr(pages_imports.imports, "approve", approve)
+    monkeypatch.setattr(Session, "commit", commit)
+    owner = as_("owner")
+    with pytest.raises(OSError, match="went away"):
+        owner.form(f"{PAGE}/1/approve", {"reason": "public data"}, page=PAGE)
+    monkeypatch.undo()
+    assert stored(runtime) == [held]  # the landed copy is gone, the held one is kept
+    assert [(n, state) for n, state, _ in requests_of(runtime)] == [(1, "pending")]
+    assert "Approve import 1" in owner.get(PAGE).text
+
+
 def test_a_named_file_into_an_existing_dataset_streams_without_buffering(
     as_, client, world, runtime, monkeypatch
 ):

@@ -261,13 +261,18 @@ def _decide(
     request: Request, db: Session, runtime: Runtime, ctx: ProjectContext, number: int, act: Any, done: str
 ) -> Response:
     try:
-        discard = act(imports.load(db, ctx, number, for_update=True))
+        discard, cleanup = act(imports.load(db, ctx, number, for_update=True))
     except SanctumError as exc:
         if exc.status == 404 and exc.message == "import request not found":
             raise
         end_failed(db, exc)
         return _imports(request, db, ctx, status=exc.status, error=exc.message)
-    db.commit()
+    try:
+        db.commit()
+    except BaseException:  # the landed version's blob is referenced by nothing: delete it now
+        for blob_id in cleanup:
+            runtime.store.delete(blob_id)
+        raise
     for blob_id in discard:
         runtime.store.delete(blob_id)
     return redirect(f"/projects/{ctx.project.name}/imports?done={done}")
@@ -277,7 +282,7 @@ def _decide(
 def withdraw_import(
     request: Request, db: DbSession, runtime: RuntimeDep, ctx: Requester, number: int, reason: TextField = ""
 ) -> Response:
-    act = lambda found: imports.withdraw(db, ctx, found, reason)  # noqa: E731
+    act = lambda found: (imports.withdraw(db, ctx, found, reason), [])  # noqa: E731
     return _decide(request, db, runtime, ctx, number, act, "import_withdrawn")
 
 
@@ -285,12 +290,12 @@ def withdraw_import(
 def approve_import(
     request: Request, db: DbSession, runtime: RuntimeDep, ctx: Approver, number: int, reason: TextField = ""
 ) -> Response:
-    def act(found: Any) -> list[str]:
+    def act(found: Any) -> tuple[list[str], list[str]]:
         landed = imports.approve(
             db, ctx, runtime.keyring, runtime.store, found, reason=reason,
             max_table_bytes=runtime.settings.max_table_bytes,
         )  # fmt: skip
-        return landed.discard
+        return landed.discard, landed.cleanup
 
     return _decide(request, db, runtime, ctx, number, act, "import_approved")
 
@@ -299,5 +304,5 @@ def approve_import(
 def reject_import(
     request: Request, db: DbSession, runtime: RuntimeDep, ctx: Approver, number: int, reason: TextField = ""
 ) -> Response:
-    act = lambda found: imports.reject(db, ctx, found, reason)  # noqa: E731
+    act = lambda found: (imports.reject(db, ctx, found, reason), [])  # noqa: E731
     return _decide(request, db, runtime, ctx, number, act, "import_rejected")

@@ -9,6 +9,7 @@ ever becomes part of a version.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -71,18 +72,25 @@ def counted(chunks: Iterable[bytes], *, limit: int, declared: int | None) -> Ite
         )
 
 
-def store_blob(store: BlobStore, chunks: Iterable[bytes], key: bytes) -> BlobInfo:
-    """Store paths and OS details go to the log, not to the client."""
+@contextlib.contextmanager
+def storage_errors(what: str = "upload", files: str = "the file") -> Iterator[None]:
+    """Store paths and OS details go to the log, not to the client: a store failure becomes
+    StorageUnavailable (507) saying nothing was stored. Every writer into the store uses this."""
     try:
-        return store.put_stream(chunks, key)
+        yield
     except DiskFull as exc:
-        log.error("upload refused: %s", exc)
+        log.error("%s refused: %s", what, exc)
         raise StorageUnavailable("the data store is full; nothing was stored", code="disk_full") from exc
     except StoreError as exc:
-        log.error("upload failed: %s", exc)
+        log.error("%s failed: %s", what, exc)
         raise StorageUnavailable(
-            "the data store could not write the file; nothing was stored", code="store_error"
+            f"the data store could not write {files}; nothing was stored", code="store_error"
         ) from exc
+
+
+def store_blob(store: BlobStore, chunks: Iterable[bytes], key: bytes) -> BlobInfo:
+    with storage_errors():
+        return store.put_stream(chunks, key)
 
 
 def table_blob(

@@ -20,10 +20,9 @@ skipped, and the same content under another path is recorded as a ``duplicate``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,7 +31,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from sanctum.datasets import catalog, transfer
-from sanctum.datasets.transfer import StorageUnavailable
+from sanctum.datasets.transfer import storage_errors
 from sanctum.db.models import DatasetVersion, VersionFile
 from sanctum.db.types import utcnow
 from sanctum.errors import NotFound
@@ -43,7 +42,7 @@ from sanctum.ingest.pipeline import Processor, WorkItem, WorkResult, WorkSetting
 from sanctum.ingest.workers import workers_for
 from sanctum.projects.service import ProjectContext
 from sanctum.schemas.ingest import IngestOptions, SourceOutcome
-from sanctum.store import BlobBatch, BlobInfo, DiskFull, StoreError
+from sanctum.store import BlobBatch, BlobInfo
 
 if TYPE_CHECKING:
     from sanctum.api.runtime import Runtime
@@ -86,25 +85,10 @@ class _Source:
     blob: BlobInfo | None = None
 
 
-@contextlib.contextmanager
-def _storage_errors() -> Iterator[None]:
-    """Store paths and OS details go to the log, not to the client (as ``transfer.store_blob``)."""
-    try:
-        yield
-    except DiskFull as exc:
-        log.error("ingest batch refused: %s", exc)
-        raise StorageUnavailable("the data store is full; nothing was stored", code="disk_full") from exc
-    except StoreError as exc:
-        log.error("ingest batch failed: %s", exc)
-        raise StorageUnavailable(
-            "the data store could not write the files; nothing was stored", code="store_error"
-        ) from exc
-
-
 def _store(blobs: BlobBatch, key: bytes, source: _Source) -> None:
     """Encrypt and write one output; the plaintext is dropped as soon as it is in the store."""
     assert source.result is not None and source.result.output is not None
-    with _storage_errors():
+    with storage_errors("ingest batch", "the files"):
         source.blob = blobs.put_stream([source.result.output], key)
     source.result.output = None
 
@@ -251,7 +235,7 @@ def ingest_files(
         for source in sources:
             if source.outcome == PENDING:  # every worker result was consumed; this is only a guard
                 source.outcome, source.reasons = "error", ("not processed",)
-        with _storage_errors():
+        with storage_errors("ingest batch", "the files"):
             blobs.sync()
         with runtime.db.session() as session:
             _commit(session, ctx, plan, sources)
